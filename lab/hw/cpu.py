@@ -1,0 +1,351 @@
+"""A CPU: the registers that matter, run states, instruction execution and exception delivery.
+
+Sources: SDM vol. 2 (MONITOR, MWAIT, CLFLUSH, HLT, WBINVD, INVLPG, IRETQ), vol. 3A 6.12-6.15
+(exception delivery in 64-bit mode: IDT gates of 16 bytes, IST, the pushed frame, #DF and the
+shutdown that a fault during #DF delivery causes), 8.4 (INIT and wait-for-SIPI), 4.10.4
+(MOV to CR3 flushes non-global TLB entries).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from .isa import REGISTERS, Instr, Mem
+from .paging import TLB, Fault, Walk, walk
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .machine import Machine
+
+VECTORS = {"#DE": 0, "NMI": 2, "#UD": 6, "#DF": 8, "#GP": 13, "#PF": 14, "#MC": 18}
+VECTOR_NAMES = {v: k for k, v in VECTORS.items()}
+
+
+class RunState(str, Enum):
+    RUNNING = "running"
+    MWAIT = "mwait"
+    HLT = "hlt"
+    WAIT_FOR_SIPI = "wait-for-SIPI"
+    OFF = "off"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class CState:
+    """An MWAIT target state: its EAX hint, how long leaving it takes and whether entering it
+    loses the TLB and paging-structure caches (implementation specific, SDM 4.10.2.2 allows
+    dropping cached translations at any time; deep package C-states power the core off)."""
+
+    name: str
+    hint: int
+    exit_latency_ns: int
+    flushes_tlb: bool
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.hint <= 0xFF:
+            raise ValueError(f"C-state {self.name}: MWAIT hint must be 0..0xff, got {self.hint:#x}")
+        if self.exit_latency_ns < 0:
+            raise ValueError(f"C-state {self.name}: exit latency must be >= 0 ns")
+
+
+DEFAULT_CSTATES = (
+    CState("C1", 0x00, 2_000, False),
+    CState("C3", 0x10, 60_000, False),
+    CState("C6", 0x20, 100_000, True),
+)
+
+
+class CpuFault(Exception):
+    """Raised inside an instruction when an access faults; turned into exception delivery."""
+
+    def __init__(self, fault: Fault, walk: Walk | None = None) -> None:
+        super().__init__(fault.describe())
+        self.fault = fault
+        self.walk = walk
+
+
+@dataclass
+class CodePage:
+    """Instructions placed in one physical frame, valid while the frame holds ``tag``."""
+
+    tag: Any
+    instrs: dict[int, Instr] = field(default_factory=dict)
+
+
+@dataclass
+class Cpu:
+    """One logical CPU.  ``cr3`` None means paging is off (real mode after SIPI)."""
+
+    id: int
+    machine: "Machine"
+    cstates: tuple[CState, ...] = DEFAULT_CSTATES
+    state: RunState = RunState.OFF
+    rip: int = 0
+    cr3: int | None = None
+    idtr: tuple[int, int] = (0, 0)
+    ist: tuple[int, ...] = (0,) * 8  # IST1..7 from the TSS (index 0 unused)
+    if_flag: bool = False
+    zf: bool = False
+    regs: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REGISTERS, 0))
+    tlb: TLB = field(default_factory=TLB)
+    cstate: CState | None = None
+    mwait_irq_break: bool = False
+    wakeups: int = 0
+    pending_irqs: list[int] = field(default_factory=list)
+    pending_exc: list[int] = field(default_factory=list)  # NMI, #MC: delivered whatever IF
+    last_fault: Fault | None = None
+    last_walk: Walk | None = None
+    delivering: int | None = None  # vector being delivered (to detect #DF and shutdown)
+
+    def __post_init__(self) -> None:
+        if self.id < 0:
+            raise ValueError(f"CPU id must be >= 0, got {self.id}")
+        hints = [c.hint for c in self.cstates]
+        if not self.cstates or len(set(hints)) != len(hints):
+            raise ValueError("a CPU needs at least one C-state and distinct MWAIT hints")
+        self.agent = f"cpu{self.id}"
+        self._by_hint = {c.hint: c for c in self.cstates}
+
+    # -- C-states ----------------------------------------------------------------------------
+    def cstate_for(self, hint: int) -> CState:
+        """The state an MWAIT hint selects; an unsupported hint enters C1 (the shallowest)."""
+        return self._by_hint.get(hint & 0xFF, self.cstates[0])
+
+    def cstate_named(self, name: str) -> CState:
+        for c in self.cstates:
+            if c.name == name:
+                return c
+        raise ValueError(f"unknown C-state {name!r}; allowed: {', '.join(c.name for c in self.cstates)}")
+
+    @property
+    def deepest(self) -> CState:
+        return max(self.cstates, key=lambda c: c.hint)
+
+    # -- translation and memory --------------------------------------------------------------
+    def translate(self, va: int, *, write: bool = False, fetch: bool = False, why: str = "") -> int:
+        """Linear -> physical through this CPU's TLB and tables; raises CpuFault."""
+        m = self.machine
+        if self.cr3 is None:
+            return va
+        w = walk(m.memory, self.cr3, va, write=write, fetch=fetch, tlb=self.tlb, agent=self.agent)
+        if not w.tlb_hit:
+            self.last_walk = w
+            m.emit("walk", self.id, va=va, why=why, steps=[(s.level, s.table, s.index, s.entry) for s in w.steps],
+                   started_at=w.started_at, paddr=w.paddr,
+                   fault=None if w.fault is None else w.fault.vector)
+        if w.fault is not None:
+            raise CpuFault(w.fault, w)
+        return w.paddr  # type: ignore[return-value]
+
+    def load(self, va: int, why: str = "load") -> int:
+        return self.machine.memory.read_u64(self.translate(va, why=why))
+
+    def store(self, va: int, value: int, why: str = "store") -> None:
+        self.machine.memory.write_u64(self.translate(va, write=True, why=why), value & ((1 << 64) - 1), self.agent)
+
+    def _ea(self, m: Mem) -> int:
+        return ((self.regs[m.base] if m.base else 0) + m.disp) & ((1 << 64) - 1)
+
+    def _val(self, a: Any) -> int:
+        return self.regs[a] if isinstance(a, str) else a
+
+    # -- execution ---------------------------------------------------------------------------
+    def fetch(self) -> Instr:
+        pa = self.translate(self.rip, fetch=True, why="fetch")
+        page = self.machine.code.get(pa >> 12)
+        if page is None or self.machine.memory.tag(pa >> 12) != page.tag:
+            raise CpuFault(Fault("#UD", self.rip, 0))  # the bytes there are not our code
+        ins = page.instrs.get(pa & 0xFFF)
+        if ins is None:
+            raise CpuFault(Fault("#UD", self.rip, 0))
+        return ins
+
+    def step(self) -> int:
+        """Execute one instruction (or deliver a pending interrupt); returns nanoseconds used."""
+        m = self.machine
+        if self.pending_exc:
+            self.deliver(self.pending_exc.pop(0), None)
+            return m.timing.instr_ns
+        if self.pending_irqs and self.if_flag:
+            vec = self.pending_irqs.pop(0)
+            self.deliver(vec, None)
+            return m.timing.instr_ns
+        start = self.rip
+        try:
+            ins = self.fetch()
+            self.rip = start + ins.size
+            m.emit("exec", self.id, rip=start, op=ins.op, text=ins.text())
+            return self.execute(ins, start)
+        except CpuFault as exc:
+            self.rip = start
+            self.last_fault = exc.fault
+            m.emit("fault", self.id, vector=exc.fault.vector, address=exc.fault.address,
+                   error_code=exc.fault.error_code, rip=start)
+            self.deliver(VECTORS[exc.fault.vector], exc.fault.error_code if exc.fault.vector in ("#PF", "#GP") else None,
+                         cr2=exc.fault.address if exc.fault.vector == "#PF" else None)
+            return m.timing.instr_ns
+
+    def execute(self, ins: Instr, at: int) -> int:
+        m = self.machine
+        op, a = ins.op, ins.args
+        ns = m.timing.instr_ns
+        r = self.regs
+        if op == "mov":
+            r[a[0]] = self._val(a[1])
+        elif op == "load":
+            r[a[0]] = self.load(self._ea(a[1]))
+        elif op == "store":
+            self.store(self._ea(a[0]), self._val(a[1]))
+        elif op == "add":
+            r[a[0]] = (r[a[0]] + self._val(a[1])) & ((1 << 64) - 1)
+        elif op == "cmp":
+            self.zf = r[a[0]] == self._val(a[1])
+        elif op == "je":
+            if self.zf:
+                self.rip = a[0]
+        elif op == "jne":
+            if not self.zf:
+                self.rip = a[0]
+        elif op == "jmp":
+            self.rip = a[0]
+        elif op == "jmp_reg":
+            self.rip = r[a[0]]
+        elif op == "push":
+            r["rsp"] = (r["rsp"] - 8) & ((1 << 64) - 1)
+            self.store(r["rsp"], self._val(a[0]), why="push")
+        elif op == "pop":
+            r[a[0]] = self.load(r["rsp"], why="pop")
+            r["rsp"] += 8
+        elif op == "clflush":
+            pa = self.translate(self._ea(a[0]), why="clflush")
+            m.memory.clflush(pa, self.agent)
+            ns = m.timing.clflush_ns
+        elif op == "monitor":
+            pa = self.translate(r["rax"], why="monitor")
+            line = m.monitor.arm(self.id, pa)
+            m.emit("monitor", self.id, va=r["rax"], line=line)
+        elif op == "mwait":
+            self._mwait(r["rax"], r["rcx"])
+        elif op == "hlt":
+            self.state = RunState.HLT
+            m.emit("state", self.id, state=str(self.state))
+        elif op == "cli":
+            self.if_flag = False
+        elif op == "sti":
+            self.if_flag = True
+        elif op == "wbinvd":
+            ns = m.timing.wbinvd_ns
+        elif op == "mov_cr3":
+            self.cr3 = r[a[0]]
+            self.tlb.flush_non_global()
+            m.emit("cr3", self.id, cr3=self.cr3)
+        elif op == "invlpg":
+            self.tlb.invlpg(self._ea(a[0]))
+        elif op == "lidt":
+            self.idtr = (self._val(a[0]), self._val(a[1]))
+        elif op == "iretq":
+            rsp = r["rsp"]
+            self.rip = self.load(rsp, why="iretq")
+            new_rsp = self.load(rsp + 24, why="iretq")
+            self.if_flag = bool(self.load(rsp + 16, why="iretq") & 0x200)
+            r["rsp"] = new_rsp
+        elif op == "nop":
+            pass
+        elif op == "model":
+            ns = m.run_routine(a[0], self, at)
+        return ns
+
+    def _mwait(self, eax: int, ecx: int) -> None:
+        """MWAIT: sleep only if the monitor is armed and has not triggered (SDM vol. 2B)."""
+        m = self.machine
+        if not m.monitor.is_armed_and_quiet(self.id):
+            m.emit("mwait_fallthrough", self.id,
+                   reason="monitor not armed" if self.id not in m.monitor.armed else "monitor already triggered")
+            return
+        self.cstate = self.cstate_for(eax)
+        self.mwait_irq_break = bool(ecx & 1)
+        self.state = RunState.MWAIT
+        if self.cstate.flushes_tlb:
+            self.tlb.flush_all()
+        m.emit("state", self.id, state=str(self.state), cstate=self.cstate.name,
+               tlb_lost=self.cstate.flushes_tlb)
+
+    # -- leaving sleep -----------------------------------------------------------------------
+    def wake(self, reason: str, at: int | None = None) -> None:
+        """Leave MWAIT or HLT and run again after the C-state's exit latency."""
+        m = self.machine
+        latency = self.cstate.exit_latency_ns if self.state == RunState.MWAIT and self.cstate else m.timing.hlt_exit_ns
+        was = self.state
+        self.state = RunState.RUNNING
+        self.cstate = None
+        self.wakeups += 1
+        when = (m.sched.now if at is None else at) + m.jitter.scale(latency)
+        m.emit("wake", self.id, reason=reason, was=str(was), resumes_at=when)
+        m.sched.schedule(self.id, when)
+
+    # -- exceptions --------------------------------------------------------------------------
+    def deliver(self, vector: int, error_code: int | None, cr2: int | None = None) -> None:
+        """Deliver an exception or interrupt through the IDT (SDM vol. 3A 6.14): read the
+        16-byte gate, pick the stack (IST or current), push SS, RSP, RFLAGS, CS, RIP and the
+        error code through this CPU's own translations.  A fault on the way is a #DF; a fault
+        while delivering #DF shuts the machine down (triple fault)."""
+        m = self.machine
+        name = VECTOR_NAMES.get(vector, f"vector {vector}")
+        if cr2 is not None:
+            m.cr2[self.id] = cr2
+        prev = self.delivering
+        self.delivering = vector
+        try:
+            base, limit = self.idtr
+            if vector * 16 + 15 > limit:
+                raise CpuFault(Fault("#GP", vector * 8 + 2, vector * 8 + 2))
+            lo = self.load(base + vector * 16, why=f"IDT[{name}]")
+            hi = self.load(base + vector * 16 + 8, why=f"IDT[{name}]")
+            if not lo >> 47 & 1:
+                raise CpuFault(Fault("#GP", vector * 8 + 2, vector * 8 + 2))
+            handler = (lo & 0xFFFF) | ((lo >> 48) & 0xFFFF) << 16 | (hi & 0xFFFFFFFF) << 32
+            ist = (lo >> 32) & 7
+            old_rsp = self.regs["rsp"]
+            rsp = (self.ist[ist] if ist else old_rsp) & ~0xF
+            rflags = 0x2 | (0x200 if self.if_flag else 0)
+            frame = [0x18, old_rsp, rflags, 0x10, self.rip] + ([error_code] if error_code is not None else [])
+            for value in frame:
+                rsp -= 8
+                self.store(rsp, value, why=f"{name} frame")
+        except CpuFault as exc:
+            self.delivering = prev
+            m.emit("fault", self.id, vector=exc.fault.vector, address=exc.fault.address,
+                   error_code=exc.fault.error_code, rip=self.rip, during=name)
+            if vector == VECTORS["#DF"]:
+                m.triple_fault(self.id, f"fault while delivering #DF: {exc.fault.describe()}")
+                return
+            self.deliver(VECTORS["#DF"], 0)
+            return
+        self.delivering = prev
+        self.regs["rsp"] = rsp
+        self.rip = handler
+        self.if_flag = False  # interrupt gate
+        m.emit("exception", self.id, vector=name, handler=handler, error_code=error_code, cr2=cr2)
+        if self.state != RunState.RUNNING:
+            self.state = RunState.RUNNING
+            m.emit("state", self.id, state=str(self.state))
+        if not m.sched.is_scheduled(self.id):
+            m.sched.schedule(self.id, m.sched.now + m.timing.instr_ns)
+
+    def reset_to_wait_for_sipi(self) -> None:
+        """INIT (SDM vol. 3A 8.4, table 9-1): registers to their INIT values, caches of
+        translations and the monitor gone, then wait-for-SIPI."""
+        self.state = RunState.WAIT_FOR_SIPI
+        self.rip = 0xFFF0
+        self.cr3 = None
+        self.idtr = (0, 0xFFFF)
+        self.if_flag = False
+        self.regs = dict.fromkeys(REGISTERS, 0)
+        self.tlb.flush_all()
+        self.cstate = None
+        self.pending_irqs.clear()
+        self.pending_exc.clear()
+        self.machine.monitor.disarm(self.id)
+        self.machine.sched.cancel(self.id)

@@ -1,0 +1,135 @@
+"""The machine: memory, monitor unit, CPUs, APIC and the event-driven clock, wired together.
+
+It knows nothing of Linux: the layer above places code and data in memory, registers model
+routines (the ``model`` escape) and decides what the events mean.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from .apic import Apic
+from .cpu import DEFAULT_CSTATES, CodePage, Cpu, CState, RunState
+from .isa import Placed
+from .memory import PhysicalMemory
+from .monitor import MonitorUnit
+from .sched import Event, Jitter, Scheduler
+
+MAX_CPUS = 64
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Nanoseconds each thing takes (defaults from the design: an instruction ~1 ns, leaving a
+    deep C-state tens to a hundred microseconds, see CState)."""
+
+    instr_ns: int = 1
+    clflush_ns: int = 40
+    wbinvd_ns: int = 2_000
+    hlt_exit_ns: int = 1_000
+    smi_ns: int = 50_000
+
+    def __post_init__(self) -> None:
+        for name, value in self.__dict__.items():
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"timing {name} must be a whole number of ns >= 0, got {value!r}")
+
+
+Routine = Callable[[Cpu, int], int]
+
+
+class Machine:
+    def __init__(self, nr_cpus: int, ram_bytes: int, rng: np.random.Generator, *,
+                 phys_bits: int = 46, line_size: int = 64, clflush_triggers: bool = True,
+                 cstates: tuple[CState, ...] = DEFAULT_CSTATES, timing: Timing = Timing(),
+                 jitter: float = 0.1) -> None:
+        if not isinstance(nr_cpus, int) or not 1 <= nr_cpus <= MAX_CPUS:
+            raise ValueError(f"number of CPUs must be 1 to {MAX_CPUS}, got {nr_cpus!r}")
+        if not isinstance(rng, np.random.Generator):
+            raise ValueError("rng must be a numpy.random.Generator (one seeded generator per run)")
+        self.memory = PhysicalMemory(ram_bytes, phys_bits)
+        self.monitor = MonitorUnit(line_size, clflush_triggers)
+        self.memory.observers.append(self.monitor.observe)
+        self.monitor.on_trigger = self._monitor_triggered
+        self.sched = Scheduler()
+        self.jitter = Jitter(rng, jitter)
+        self.rng = rng
+        self.timing = timing
+        self.cpus = [Cpu(i, self, cstates) for i in range(nr_cpus)]
+        self.apic = Apic(self)
+        self.code: dict[int, CodePage] = {}
+        self.routines: dict[str, Routine] = {}
+        self.cr2: dict[int, int] = {}
+        self.events: list[Event] = []
+        self.observers: list[Callable[[Event], None]] = []
+        self.shutdown: str | None = None  # set by a triple fault
+
+    # -- events ------------------------------------------------------------------------------
+    def emit(self, kind: str, cpu: int | None, /, **data: Any) -> Event:
+        ev = Event(self.sched.now, kind, cpu, data)
+        self.events.append(ev)
+        for obs in self.observers:
+            obs(ev)
+        return ev
+
+    def _monitor_triggered(self, cpu: int, agent: str, kind: str, line: int) -> None:
+        c = self.cpus[cpu]
+        self.emit("monitor_trigger", cpu, agent=agent, access=kind, line=line, asleep=c.state == RunState.MWAIT)
+        if c.state == RunState.MWAIT:
+            c.wake(f"{kind} to monitored line {line:#x} by {agent}")
+
+    # -- code --------------------------------------------------------------------------------
+    def place_code(self, placed: Placed, to_phys: Callable[[int], int]) -> None:
+        """Record the instructions of ``placed`` at the physical addresses ``to_phys`` gives;
+        each frame's code is valid while the frame keeps the content it has now."""
+        for ln in placed.lines:
+            pa = to_phys(ln.va)
+            pfn = pa >> 12
+            page = self.code.get(pfn)
+            tag = self.memory.tag(pfn)
+            if page is None or page.tag != tag:
+                page = self.code[pfn] = CodePage(tag)
+            page.instrs[pa & 0xFFF] = ln.instr
+
+    def run_routine(self, name: str, cpu: Cpu, at: int) -> int:
+        fn = self.routines.get(name)
+        if fn is None:
+            raise ValueError(f"no model routine {name!r}; registered: {', '.join(sorted(self.routines))}")
+        return fn(cpu, at)
+
+    # -- running -----------------------------------------------------------------------------
+    def start(self, cpu: int, at: int | None = None) -> None:
+        c = self.cpus[cpu]
+        c.state = RunState.RUNNING
+        self.sched.schedule(cpu, self.sched.now if at is None else at)
+
+    def step(self) -> list[Event]:
+        """Run the next scheduled CPU for one instruction; returns the events it produced."""
+        first = len(self.events)
+        if self.shutdown is not None:
+            return []
+        nxt = self.sched.pop()
+        if nxt is None:
+            return []
+        _, cid = nxt
+        cpu = self.cpus[cid]
+        if cpu.state != RunState.RUNNING:
+            return self.events[first:]
+        ns = cpu.step()
+        if cpu.state == RunState.RUNNING and self.shutdown is None:
+            self.sched.schedule(cid, self.sched.now + ns)
+        return self.events[first:]
+
+    def idle(self) -> bool:
+        """Nothing scheduled: every CPU sleeps, waits or is off."""
+        return self.sched.next_time() is None
+
+    def triple_fault(self, cpu: int, why: str) -> None:
+        """Shutdown (SDM vol. 3A 6.15, #DF): the chipset resets the machine."""
+        self.shutdown = f"triple fault on CPU {cpu}: {why}"
+        self.emit("triple_fault", cpu, why=why)
+        for c in self.cpus:
+            c.state = RunState.OFF
+            self.sched.cancel(c.id)

@@ -1,0 +1,312 @@
+"""Sparse physical memory.
+
+A frame (4 KiB) is in one of three forms, looked up in this order:
+
+1. materialized: a ``numpy.uint64[512]`` array (little-endian qwords), created on the first
+   8-byte store into the frame or on ``materialize()``;
+2. tagged: a :class:`ContentTag` that names the frame's content without storing it;
+3. covered by a tagged *range* (``fill_range``), which stands for one tag per frame;
+4. never written: reads as zero.
+
+Tags let the model hold an 8 GiB machine and a 2 GiB image while only the frames that code
+really reads or writes with 8-byte accesses take memory.  Two frames hold equal bytes exactly
+when their tags are equal (or their materialized arrays are).
+
+Every store reports the physical bytes it touched and who stored ("cpu3", "loader") to the
+registered store observers (the monitor unit); CLFLUSH reports a snoop the same way.
+Physical addresses at or above the installed RAM but below ``2**phys_bits`` are not backed:
+reads return all ones and stores are dropped, as on a PC bus with nothing behind the address.
+"""
+from __future__ import annotations
+
+from bisect import bisect_right
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import numpy as np
+
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+QWORDS_PER_PAGE = PAGE_SIZE // 8
+ALL_ONES = (1 << 64) - 1
+
+#: how densely each content kind fills a page with non-zero qwords (one in N)
+_KIND_DENSITY = {"zero": 0, "data": 1, "sparse": 16, "text": 1, "stack": 8}
+_KIND_CODE = {k: i for i, k in enumerate(sorted(_KIND_DENSITY))}
+
+
+@dataclass(frozen=True, slots=True)
+class ContentTag:
+    """Names a page's content: ``kind`` (zero, data, sparse, text, stack), a ``seed`` and an
+    ``index``.  Equal tags are equal bytes; the bytes are derived deterministically."""
+
+    kind: str
+    seed: int = 0
+    index: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in _KIND_DENSITY:
+            raise ValueError(
+                f"unknown content kind {self.kind!r}; allowed: {', '.join(sorted(_KIND_DENSITY))}"
+            )
+        if self.seed < 0 or self.index < 0:
+            raise ValueError(f"content tag seed and index must be >= 0, got {self.seed}, {self.index}")
+
+    def materialize(self) -> np.ndarray:
+        """The 512 qwords this tag stands for (same in every process)."""
+        density = _KIND_DENSITY[self.kind]
+        if density == 0:
+            return np.zeros(QWORDS_PER_PAGE, dtype=np.uint64)
+        rng = np.random.Generator(
+            np.random.PCG64(np.random.SeedSequence([_KIND_CODE[self.kind], self.seed, self.index]))
+        )
+        words = rng.integers(0, ALL_ONES, size=QWORDS_PER_PAGE, dtype=np.uint64, endpoint=True)
+        if density > 1:
+            keep = rng.integers(0, density, size=QWORDS_PER_PAGE) == 0
+            words = np.where(keep, words, np.uint64(0))
+        return words
+
+
+ZERO = ContentTag("zero")
+
+#: a store or snoop observer: (first physical byte, number of bytes, agent, "store"|"clflush")
+StoreObserver = Callable[[int, int, str, str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class TaggedRange:
+    """``count`` frames from ``start_pfn``; frame ``start_pfn + i`` holds
+    ``ContentTag(kind, seed, first_index + i)``."""
+
+    start_pfn: int
+    count: int
+    kind: str
+    seed: int
+    first_index: int
+
+    def tag_of(self, pfn: int) -> ContentTag:
+        return ContentTag(self.kind, self.seed, self.first_index + pfn - self.start_pfn)
+
+
+def parse_size(text: str | int) -> int:
+    """'256M', '8G', '2GiB', '4096' -> bytes.  Raises ValueError naming the allowed forms."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        value = text
+    else:
+        s = str(text).strip().upper().removesuffix("B").removesuffix("I")
+        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+        mult = 1
+        if s and s[-1] in units:
+            mult = units[s[-1]]
+            s = s[:-1]
+        if not s.isdigit():
+            raise ValueError(
+                f"malformed size {text!r}; allowed: a whole number with an optional unit "
+                "K, M, G or T (e.g. 256M, 8G, 2GiB)"
+            )
+        value = int(s) * mult
+    if value <= 0:
+        raise ValueError(f"size must be positive, got {text!r}")
+    return value
+
+
+class PhysicalMemory:
+    """Sparse physical memory of ``size`` bytes of RAM in a ``phys_bits`` address space.
+
+    Source: SDM vol. 3 ch. 4 (MAXPHYADDR); the all-ones read of unbacked addresses is PC
+    platform behaviour (master abort), noted in docs/fidelity.md.
+    """
+
+    def __init__(self, size: int, phys_bits: int = 46) -> None:
+        if not 36 <= phys_bits <= 52:
+            raise ValueError(f"phys_bits must be between 36 and 52 (x86-64 MAXPHYADDR), got {phys_bits}")
+        if size <= 0 or size % PAGE_SIZE:
+            raise ValueError(f"memory size must be a positive multiple of 4096 bytes, got {size}")
+        if size > 1 << phys_bits:
+            raise ValueError(
+                f"memory size {size:#x} exceeds the {phys_bits}-bit physical address space "
+                f"({1 << phys_bits:#x} bytes)"
+            )
+        self.size = size
+        self.phys_bits = phys_bits
+        self.nr_frames = size >> PAGE_SHIFT
+        self._frames: dict[int, np.ndarray] = {}
+        self._tags: dict[int, ContentTag] = {}
+        self._range_starts: list[int] = []
+        self._ranges: list[TaggedRange] = []
+        self.observers: list[StoreObserver] = []
+
+    # -- checks -----------------------------------------------------------------------------
+    def check_paddr(self, paddr: int, align: int = 1) -> None:
+        if paddr < 0 or paddr >= 1 << self.phys_bits:
+            raise ValueError(
+                f"physical address {paddr:#x} outside the {self.phys_bits}-bit physical address "
+                f"space (allowed: 0 to {(1 << self.phys_bits) - 1:#x})"
+            )
+        if paddr % align:
+            raise ValueError(f"physical address {paddr:#x} is not {align}-byte aligned")
+
+    def check_pfn(self, pfn: int) -> None:
+        if not 0 <= pfn < self.nr_frames:
+            raise ValueError(
+                f"frame {pfn:#x} is not RAM (allowed: 0 to {self.nr_frames - 1:#x})"
+            )
+
+    # -- what a frame holds -----------------------------------------------------------------
+    def _range_of(self, pfn: int) -> TaggedRange | None:
+        i = bisect_right(self._range_starts, pfn) - 1
+        if i >= 0:
+            r = self._ranges[i]
+            if pfn < r.start_pfn + r.count:
+                return r
+        return None
+
+    def tag(self, pfn: int) -> ContentTag | None:
+        """The frame's content tag, or None if it is materialized."""
+        if pfn in self._frames:
+            return None
+        t = self._tags.get(pfn)
+        if t is not None:
+            return t
+        r = self._range_of(pfn)
+        return r.tag_of(pfn) if r is not None else ZERO
+
+    def is_materialized(self, pfn: int) -> bool:
+        return pfn in self._frames
+
+    @property
+    def materialized_count(self) -> int:
+        return len(self._frames)
+
+    def materialize(self, pfn: int) -> np.ndarray:
+        """The frame's live array (created from its tag on first use)."""
+        arr = self._frames.get(pfn)
+        if arr is None:
+            self.check_pfn(pfn)
+            arr = self.tag(pfn).materialize()  # type: ignore[union-attr]
+            self._frames[pfn] = arr
+            self._tags.pop(pfn, None)
+        return arr
+
+    def read_page(self, pfn: int) -> np.ndarray:
+        """A copy of the frame's 512 qwords (does not materialize it)."""
+        arr = self._frames.get(pfn)
+        if arr is not None:
+            return arr.copy()
+        self.check_pfn(pfn)
+        return self.tag(pfn).materialize()  # type: ignore[union-attr]
+
+    def content(self, pfn: int) -> ContentTag | np.ndarray:
+        """What the frame holds, as a tag or a copy of its array: what a snapshot keeps."""
+        arr = self._frames.get(pfn)
+        return arr.copy() if arr is not None else self.tag(pfn)  # type: ignore[return-value]
+
+    def same_content(self, pfn: int, content: ContentTag | np.ndarray) -> bool:
+        """Does the frame hold exactly ``content``?"""
+        mine = self._frames.get(pfn)
+        if mine is None and isinstance(content, ContentTag):
+            return self.tag(pfn) == content
+        if mine is None:
+            mine = self.read_page(pfn)
+        other = content.materialize() if isinstance(content, ContentTag) else content
+        return bool(np.array_equal(mine, other))
+
+    # -- loads ------------------------------------------------------------------------------
+    def read_u64(self, paddr: int) -> int:
+        """An aligned 8-byte load."""
+        if paddr & 7:
+            self.check_paddr(paddr, 8)
+        pfn = paddr >> PAGE_SHIFT
+        arr = self._frames.get(pfn)
+        if arr is not None:
+            return int(arr[(paddr & 0xFFF) >> 3])
+        if pfn >= self.nr_frames:
+            self.check_paddr(paddr, 8)
+            return ALL_ONES
+        if paddr < 0:
+            self.check_paddr(paddr, 8)
+        return int(self.materialize(pfn)[(paddr & 0xFFF) >> 3])
+
+    # -- stores -----------------------------------------------------------------------------
+    def _notify(self, paddr: int, nbytes: int, agent: str, kind: str) -> None:
+        for observer in self.observers:
+            observer(paddr, nbytes, agent, kind)
+
+    def write_u64(self, paddr: int, value: int, agent: str) -> None:
+        """An aligned 8-byte store by ``agent``; a store of the value already there is still a
+        store (SDM vol. 2 MONITOR: any write to the range triggers it)."""
+        if not 0 <= value <= ALL_ONES:
+            raise ValueError(f"value {value:#x} does not fit in 64 bits")
+        self.check_paddr(paddr, 8)
+        pfn = paddr >> PAGE_SHIFT
+        if pfn < self.nr_frames:
+            self.materialize(pfn)[(paddr & 0xFFF) >> 3] = value
+        self._notify(paddr, 8, agent, "store")
+
+    def write_page(self, pfn: int, content: ContentTag | np.ndarray, agent: str) -> None:
+        """Store a whole frame (``rep movsq`` of 4 KiB): by tag when the content is tagged, so
+        nothing is materialized; every line of the frame is reported as stored."""
+        self.check_pfn(pfn)
+        if isinstance(content, ContentTag):
+            self._frames.pop(pfn, None)
+            self._tags[pfn] = content
+        else:
+            if content.shape != (QWORDS_PER_PAGE,):
+                raise ValueError(f"a page is 512 qwords, got shape {content.shape}")
+            self._tags.pop(pfn, None)
+            self._frames[pfn] = np.array(content, dtype=np.uint64, copy=True)
+        self._notify(pfn << PAGE_SHIFT, PAGE_SIZE, agent, "store")
+
+    def copy_page(self, src_pfn: int, dst_pfn: int, agent: str) -> None:
+        """Copy a frame to another (what ``core_restore_code`` does per pbe)."""
+        self.write_page(dst_pfn, self.content(src_pfn), agent)
+
+    def fill_range(
+        self, start_pfn: int, count: int, kind: str, seed: int,
+        first_index: int | None = None, agent: str = "loader",
+    ) -> None:
+        """Describe ``count`` frames at once (boot-time contents, an image loaded in place).
+
+        Reported to observers as one store per frame's lines.  Frames inside the range lose any
+        earlier per-frame content.  Ranges may not overlap earlier ranges."""
+        if count <= 0:
+            raise ValueError(f"range length must be positive, got {count}")
+        self.check_pfn(start_pfn)
+        self.check_pfn(start_pfn + count - 1)
+        ContentTag(kind, seed, 0)  # validates kind and seed
+        i = bisect_right(self._range_starts, start_pfn)
+        if i > 0:
+            prev = self._ranges[i - 1]
+            if prev.start_pfn + prev.count > start_pfn:
+                raise ValueError(f"range at {start_pfn:#x} overlaps the range at {prev.start_pfn:#x}")
+        if i < len(self._ranges) and self._ranges[i].start_pfn < start_pfn + count:
+            raise ValueError(f"range at {start_pfn:#x} overlaps the range at {self._ranges[i].start_pfn:#x}")
+        r = TaggedRange(start_pfn, count, kind, seed, start_pfn if first_index is None else first_index)
+        self._range_starts.insert(i, start_pfn)
+        self._ranges.insert(i, r)
+        end = start_pfn + count
+        for d in (self._frames, self._tags):
+            if len(d) < count:
+                for pfn in [p for p in d if start_pfn <= p < end]:
+                    del d[pfn]
+            else:
+                for pfn in range(start_pfn, end):
+                    d.pop(pfn, None)
+        self._notify(start_pfn << PAGE_SHIFT, count << PAGE_SHIFT, agent, "store")
+
+    def ranges(self) -> Iterable[TaggedRange]:
+        return tuple(self._ranges)
+
+    def overridden(self) -> set[int]:
+        """Frames with per-frame content (materialized or tagged one by one)."""
+        return set(self._frames) | set(self._tags)
+
+    def clflush(self, paddr: int, agent: str) -> None:
+        """CLFLUSH: invalidates the line in every cache; other agents see a snoop (SDM vol. 2
+        CLFLUSH).  Memory contents do not change."""
+        self.check_paddr(paddr)
+        self._notify(paddr, 1, agent, "clflush")
+
+    def footprint_bytes(self) -> int:
+        """Bytes held by materialized frames (the model's own memory grows with these only)."""
+        return len(self._frames) * PAGE_SIZE

@@ -1,0 +1,244 @@
+"""x86-64 4-level paging: entry encoding, walks with 4 KiB, 2 MiB and 1 GiB pages, #PF error
+codes, A/D updates, and the per-CPU TLB with paging-structure caches.
+
+Source: Intel SDM vol. 3A, ch. 4 "Paging": 4.5 (4-level paging, tables 4-14..4-20 for the
+entry formats), 4.7 (page-fault exceptions and the error code), 4.8 (A and D flags),
+4.10 (TLBs and paging-structure caches, invalidation by MOV to CR3 and INVLPG).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from .memory import PAGE_SHIFT, PhysicalMemory
+
+# entry bits (SDM tables 4-14 to 4-20)
+P, RW, US, PWT, PCD, A, D, PS, G = (1 << i for i in range(9))
+NX = 1 << 63
+ADDR_MASK = ((1 << 52) - 1) & ~0xFFF  # bits 51:12
+
+LEVELS = ("PML4", "PDPT", "PD", "PT")
+#: bit position of each level's 9-bit index in the linear address
+SHIFTS = (39, 30, 21, 12)
+PAGE_SIZES = {"1G": 1 << 30, "2M": 1 << 21, "4K": 1 << 12}
+
+# #PF error code bits (SDM 4.7)
+PF_P, PF_WR, PF_US, PF_RSVD, PF_ID = 1, 2, 4, 8, 16
+
+_FLAG_NAMES = (("P", P), ("RW", RW), ("US", US), ("PWT", PWT), ("PCD", PCD), ("A", A),
+               ("D", D), ("PS", PS), ("G", G), ("NX", NX))
+
+
+def make_entry(addr: int, *, p: bool = True, rw: bool = True, us: bool = False, pwt: bool = False,
+               pcd: bool = False, a: bool = False, d: bool = False, ps: bool = False,
+               g: bool = False, nx: bool = False, phys_bits: int = 52) -> int:
+    """Encode a paging-structure entry pointing at physical ``addr`` (SDM tables 4-14..4-20)."""
+    if addr < 0:
+        raise ValueError(f"entry address must be >= 0, got {addr:#x}")
+    if addr & 0xFFF:
+        raise ValueError(f"entry address {addr:#x} is not 4 KiB aligned")
+    if addr >> phys_bits:
+        raise ValueError(f"entry address {addr:#x} is beyond the {phys_bits}-bit physical address width")
+    e = addr
+    for flag, bit in ((p, P), (rw, RW), (us, US), (pwt, PWT), (pcd, PCD), (a, A), (d, D),
+                      (ps, PS), (g, G), (nx, NX)):
+        if flag:
+            e |= bit
+    return e
+
+
+def reserved_mask(level: int, entry: int, phys_bits: int) -> int:
+    """Bits that must be zero in a present entry at ``level`` (0=PML4 .. 3=PT), assuming
+    EFER.NXE=1 (SDM 4.5, "reserved bits"). Bits 62:52 are ignored, not reserved."""
+    mask = ((1 << 52) - 1) & ~((1 << phys_bits) - 1)  # bits 51:MAXPHYADDR
+    if level == 0:
+        mask |= PS  # PS is reserved in a PML4E
+    elif entry & PS and level == 1:
+        mask |= ((1 << 30) - 1) & ~((1 << 13) - 1)  # 1 GiB page: bits 29:13
+    elif entry & PS and level == 2:
+        mask |= ((1 << 21) - 1) & ~((1 << 13) - 1)  # 2 MiB page: bits 20:13
+    return mask
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A decoded entry, for display."""
+
+    raw: int
+    level: int
+    flags: tuple[str, ...]
+    addr: int
+    reserved: int  # reserved bits found set (0 when the entry is well formed)
+
+    @property
+    def present(self) -> bool:
+        return bool(self.raw & P)
+
+    def __str__(self) -> str:
+        if not self.present:
+            return f"{self.raw:#018x} (not present)"
+        flags = "|".join(self.flags)
+        rsvd = f" RESERVED {self.reserved:#x}" if self.reserved else ""
+        return f"{self.raw:#018x} -> {self.addr:#x} [{flags}]{rsvd}"
+
+
+def decode(entry: int, level: int = 3, phys_bits: int = 52) -> Entry:
+    """Decode ``entry`` as found at ``level`` (0=PML4, 1=PDPT, 2=PD, 3=PT)."""
+    if not 0 <= entry < 1 << 64:
+        raise ValueError(f"an entry is a 64-bit value, got {entry:#x}")
+    if level not in range(4):
+        raise ValueError(f"level must be 0 (PML4) to 3 (PT), got {level}")
+    flags = tuple(name for name, bit in _FLAG_NAMES if entry & bit)
+    if level == 3 or not entry & PS:
+        addr = entry & ADDR_MASK & ((1 << phys_bits) - 1)
+    else:
+        addr = entry & ADDR_MASK & ~((1 << SHIFTS[level]) - 1) & ((1 << phys_bits) - 1)
+    return Entry(entry, level, flags, addr,
+                 entry & reserved_mask(level, entry, phys_bits) if entry & P else 0)
+
+
+def is_canonical(va: int) -> bool:
+    """Bits 63:47 all equal (48-bit linear addresses, SDM 3.3.7.1)."""
+    top = va >> 47
+    return top == 0 or top == (1 << 17) - 1
+
+
+def split(va: int) -> tuple[int, int, int, int, int]:
+    """(PML4, PDPT, PD, PT index, offset) of a linear address."""
+    return ((va >> 39) & 511, (va >> 30) & 511, (va >> 21) & 511, (va >> 12) & 511, va & 0xFFF)
+
+
+class WalkStep(NamedTuple):
+    """One level of a walk: the table frame read, the index used, the entry found."""
+
+    level: int  # 0=PML4 .. 3=PT
+    table: int  # physical address of the table
+    index: int
+    entry: int
+
+    @property
+    def name(self) -> str:
+        return LEVELS[self.level]
+
+
+class Fault(NamedTuple):
+    """An exception raised by an access: vector "#PF" or "#GP" and, for #PF, CR2 and the
+    error code."""
+
+    vector: str
+    address: int
+    error_code: int
+
+    def describe(self) -> str:
+        if self.vector != "#PF":
+            return f"{self.vector} at {self.address:#x}"
+        bits = [name for name, b in (("P", PF_P), ("W", PF_WR), ("U", PF_US), ("RSVD", PF_RSVD),
+                                     ("I/D", PF_ID)) if self.error_code & b]
+        cause = "protection violation" if self.error_code & PF_P else "not present"
+        return f"#PF at {self.address:#x}, error code {self.error_code:#x} ({cause}; {' '.join(bits) or '-'})"
+
+
+class Walk(NamedTuple):
+    """The result of translating a linear address."""
+
+    va: int
+    steps: tuple[WalkStep, ...]  # levels read from memory (empty on a TLB hit)
+    paddr: int | None
+    fault: Fault | None
+    page_size: int
+    tlb_hit: bool
+    started_at: int  # level the walk started at (0, or deeper on a paging-structure-cache hit)
+
+
+@dataclass
+class TLB:
+    """Translations and paging-structure caches of one CPU (SDM 4.10).
+
+    ``entries`` maps a page-aligned linear address to (physical base, page size, writable,
+    global); ``psc`` maps (level, linear prefix) to the physical address of the next table,
+    so a walk can start below the PML4.  Sizes are unbounded in the model."""
+
+    entries: dict[int, tuple[int, int, bool, bool]] = field(default_factory=dict)
+    psc: dict[tuple[int, int], tuple[int, bool]] = field(default_factory=dict)
+
+    def lookup(self, va: int) -> tuple[int, int, bool, bool] | None:
+        for size in (1 << 12, 1 << 21, 1 << 30):
+            hit = self.entries.get(va & ~(size - 1))
+            if hit is not None and hit[1] == size:
+                return hit
+        return None
+
+    def flush_non_global(self) -> None:
+        """MOV to CR3 (PCIDs off): non-global translations and all paging-structure caches."""
+        self.entries = {k: v for k, v in self.entries.items() if v[3]}
+        self.psc.clear()
+
+    def flush_all(self) -> None:
+        """Everything, global entries included (e.g. a C-state that loses the TLB, INIT)."""
+        self.entries.clear()
+        self.psc.clear()
+
+    def invlpg(self, va: int) -> None:
+        """INVLPG: the page's translations (any size) and all paging-structure caches."""
+        for size in (1 << 12, 1 << 21, 1 << 30):
+            self.entries.pop(va & ~(size - 1), None)
+        self.psc.clear()
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+def walk(mem: PhysicalMemory, cr3: int, va: int, *, write: bool = False, user: bool = False,
+         fetch: bool = False, tlb: TLB | None = None, agent: str = "cpu?",
+         set_accessed: bool = True) -> Walk:
+    """Translate ``va`` through the tables at ``cr3`` as the hardware does (SDM 4.5):
+    TLB first, then the deepest paging-structure-cache hit, then memory.  A/D flags are set by
+    locked stores from ``agent`` (SDM 4.8) only when they were clear.  Returns the levels read.
+    """
+    if not is_canonical(va):
+        return Walk(va, (), None, Fault("#GP", va, 0), 0, False, 0)
+    ec_base = (PF_WR if write else 0) | (PF_US if user else 0) | (PF_ID if fetch else 0)
+    if tlb is not None:
+        hit = tlb.lookup(va)
+        if hit is not None and (hit[2] or not write):
+            base, size, _, _ = hit
+            return Walk(va, (), base + (va & (size - 1)), None, size, True, 4)
+    phys_bits = mem.phys_bits
+    table = cr3 & ADDR_MASK
+    start = 0
+    if tlb is not None and tlb.psc:
+        for level in (2, 1, 0):
+            cached = tlb.psc.get((level, va >> SHIFTS[level]))
+            if cached is not None:
+                table, start = cached[0], level + 1
+                break
+    steps = []
+    writable = True
+    for level in range(start, 4):
+        index = (va >> SHIFTS[level]) & 511
+        eaddr = table + index * 8
+        e = mem.read_u64(eaddr)
+        steps.append(WalkStep(level, table, index, e))
+        if not e & P:
+            return Walk(va, tuple(steps), None, Fault("#PF", va, ec_base), 0, False, start)
+        if e & reserved_mask(level, e, phys_bits):
+            return Walk(va, tuple(steps), None, Fault("#PF", va, ec_base | PF_P | PF_RSVD), 0, False, start)
+        writable = writable and bool(e & RW)
+        if write and not writable:
+            return Walk(va, tuple(steps), None, Fault("#PF", va, ec_base | PF_P), 0, False, start)
+        leaf = level == 3 or (e & PS and level in (1, 2))
+        if set_accessed:
+            want = A | (D if leaf and write else 0)
+            if e & want != want:
+                e |= want
+                mem.write_u64(eaddr, e, agent)
+        if leaf:
+            size = 1 << SHIFTS[level]
+            base = e & ADDR_MASK & ~(size - 1) & ((1 << phys_bits) - 1)
+            if tlb is not None:
+                tlb.entries[va & ~(size - 1)] = (base, size, writable, bool(e & G))
+            return Walk(va, tuple(steps), base + (va & (size - 1)), None, size, False, start)
+        table = e & ADDR_MASK & ((1 << phys_bits) - 1)
+        if tlb is not None:
+            tlb.psc[(level, va >> SHIFTS[level])] = (table, writable)
+    raise AssertionError("unreachable")  # pragma: no cover
