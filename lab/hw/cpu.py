@@ -96,6 +96,7 @@ class Cpu:
     pending_irqs: list[int] = field(default_factory=list)
     pending_exc: list[int] = field(default_factory=list)  # NMI, #MC: delivered whatever IF
     last_fault: Fault | None = None
+    fault_rip: int = 0  # RIP of the instruction that faulted last
     last_walk: Walk | None = None
     delivering: int | None = None  # vector being delivered (to detect #DF and shutdown)
 
@@ -181,6 +182,7 @@ class Cpu:
         except CpuFault as exc:
             self.rip = start
             self.last_fault = exc.fault
+            self.fault_rip = start
             m.emit("fault", self.id, vector=exc.fault.vector, address=exc.fault.address,
                    error_code=exc.fault.error_code, rip=start)
             self.deliver(VECTORS[exc.fault.vector], exc.fault.error_code if exc.fault.vector in ("#PF", "#GP") else None,
@@ -200,6 +202,8 @@ class Cpu:
             self.store(self._ea(a[0]), self._val(a[1]))
         elif op == "add":
             r[a[0]] = (r[a[0]] + self._val(a[1])) & ((1 << 64) - 1)
+        elif op == "and":
+            r[a[0]] = r[a[0]] & self._val(a[1]) & ((1 << 64) - 1)
         elif op == "cmp":
             self.zf = r[a[0]] == self._val(a[1])
         elif op == "je":

@@ -19,6 +19,7 @@ OPS: dict[str, tuple[int, str]] = {
     "load": (2, "dst <- qword [mem] (translated, may #PF)"),
     "store": (2, "qword [mem] <- src (translated, may #PF)"),
     "add": (2, "dst <- dst + src"),
+    "and": (2, "dst <- dst & src"),
     "cmp": (2, "set ZF from a - b"),
     "je": (1, "jump if ZF"),
     "jne": (1, "jump if not ZF"),

@@ -51,6 +51,9 @@ class ContentTag:
             )
         if self.seed < 0 or self.index < 0:
             raise ValueError(f"content tag seed and index must be >= 0, got {self.seed}, {self.index}")
+        if self.kind == "zero" and (self.seed or self.index):  # all zero pages are one content
+            object.__setattr__(self, "seed", 0)
+            object.__setattr__(self, "index", 0)
 
     def materialize(self) -> np.ndarray:
         """The 512 qwords this tag stands for (same in every process)."""

@@ -1,0 +1,64 @@
+"""The remedies of the 2016 thread, each a strategy for how the non-boot CPUs are parked for
+the restore and kicked afterwards.  Nothing else in the model knows which fix runs: outcomes
+follow from the code the CPUs execute and the memory it touches.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from .hw.cpu import Cpu
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .kernel.restore import Runtime
+
+
+class Fix:
+    """Base strategy: park each CPU taken down in ``play_dead`` of the restore kernel."""
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    source: ClassVar[str] = ""
+    play_dead: ClassVar[str] = "mwait_play_dead"
+
+    def park(self, rt: "Runtime", cpu: Cpu) -> None:
+        """hibernate_resume_nonboot_cpu_disable -> _cpu_down -> play_dead on ``cpu``."""
+        rt.kernel.enter(cpu, self.play_dead)
+        rt.machine.emit("play_dead", cpu.id, program=self.play_dead)
+        rt.machine.start(cpu.id, rt.machine.sched.now + rt.machine.timing.instr_ns)
+
+    def before_copy(self, rt: "Runtime", cpu0: Cpu) -> None:
+        """Last chance to act on the parked CPUs before core_restore_code runs."""
+
+    def __repr__(self) -> str:
+        return f"<fix {self.name}: {self.title}>"
+
+
+class Mwait(Fix):
+    name = "mwait"
+    title = "2016 baseline: mwait_play_dead monitoring thread_info->flags"
+    source = "arch/x86/kernel/smpboot.c mwait_play_dead() (v4.7)"
+    play_dead = "mwait_play_dead"
+
+
+class ZeroPage(Fix):
+    name = "zero-page"
+    title = "proposal 1: monitor a per-CPU line of the zero page (rejected)"
+    source = "2016 thread: 'nobody writes the zero page'; one line per CPU caps it at 64 CPUs"
+    play_dead = "mwait_play_dead_zero_page"
+
+
+class Hlt(Fix):
+    name = "hlt"
+    title = "merged: hlt_play_dead while resuming (406f992e4a37, v4.8)"
+    source = "arch/x86/power/cpu.c hibernate_resume_nonboot_cpu_disable(), resume_play_dead()"
+    play_dead = "hlt_play_dead"
+
+
+FIXES: dict[str, Fix] = {f.name: f for f in (Mwait(), Hlt(), ZeroPage())}
+
+
+def get_fix(name: str) -> Fix:
+    try:
+        return FIXES[name]
+    except KeyError:
+        raise ValueError(f"unknown fix {name!r}; allowed: {', '.join(FIXES)}") from None

@@ -1,0 +1,148 @@
+"""The code the CPUs run, as listings in the model's instruction set.
+
+Each listing names its source.  Symbols are placed in the kernel's text at fixed offsets (one
+build, one layout), so the restore kernel and the image kernel have the same code at the same
+addresses, as two boots of one binary do.
+"""
+from __future__ import annotations
+
+from ..hw.isa import I, Program, mem
+from .layout import THREAD_SIZE, TI_FLAGS
+
+
+def mwait_play_dead(hint: int) -> Program:
+    """arch/x86/kernel/smpboot.c, mwait_play_dead() (v4.7): monitor &thread_info->flags and
+    MWAIT in the deepest C-state, in a loop (a wake-up just goes round again)."""
+    return Program("mwait_play_dead", [
+        I("mov", "rbx", "rsp", comment="current_thread_info():"),
+        I("and", "rbx", ~(THREAD_SIZE - 1) & ((1 << 64) - 1), comment="  base of the idle stack"),
+        I("add", "rbx", TI_FLAGS, comment="mwait_ptr = &thread_info->flags"),
+        I("wbinvd"),
+        "loop:",
+        I("clflush", mem("rbx"), comment="erratum AAI65 workaround"),
+        I("mov", "rax", "rbx"),
+        I("mov", "rcx", 0),
+        I("mov", "rdx", 0),
+        I("monitor", comment="__monitor(mwait_ptr, 0, 0)"),
+        I("mov", "rax", hint, comment="deepest C-state hint"),
+        I("mwait", comment="__mwait(eax, 0)"),
+        I("jmp", "loop"),
+    ], source="arch/x86/kernel/smpboot.c: mwait_play_dead()")
+
+
+def mwait_play_dead_zero_page(hint: int, zero_page_va: int) -> Program:
+    """The first proposal of the 2016 thread: monitor a line of the zero page ("nobody writes
+    the zero page"), one 64-byte line per CPU so CPUs do not share a line."""
+    return Program("mwait_play_dead_zero_page", [
+        I("mov", "rbx", zero_page_va, comment="empty_zero_page"),
+        I("add", "rbx", "r9", comment="+ cpu * L1_CACHE_BYTES"),
+        I("wbinvd"),
+        "loop:",
+        I("clflush", mem("rbx")),
+        I("mov", "rax", "rbx"),
+        I("mov", "rcx", 0),
+        I("mov", "rdx", 0),
+        I("monitor"),
+        I("mov", "rax", hint),
+        I("mwait"),
+        I("jmp", "loop"),
+    ], source="2016 thread, proposal 1: monitor the zero page")
+
+
+def hlt_play_dead() -> Program:
+    """arch/x86/kernel/smpboot.c, hlt_play_dead(): WBINVD, then HLT in a loop (used for
+    resume since 406f992e4a37 through resume_play_dead)."""
+    return Program("hlt_play_dead", [
+        I("wbinvd"),
+        "loop:",
+        I("hlt", comment="native_halt()"),
+        I("jmp", "loop"),
+    ], source="arch/x86/kernel/smpboot.c: hlt_play_dead()")
+
+
+def safe_page_spin() -> Program:
+    """The reviewer's trampoline: a loop in a safe page, reached through tables in safe pages,
+    so nothing it touches is overwritten by the copy; kicked out by INIT after the resume."""
+    return Program("trampoline_spin", [
+        "loop:",
+        I("hlt", comment="parked in a safe page"),
+        I("jmp", "loop"),
+    ], source="2016 thread: hibernation trampoline in a safe page")
+
+
+def handlers() -> list[Program]:
+    """Exception entry points (arch/x86/entry/entry_64.S idtentry) reduced to the call of the
+    C handler; the C handlers are model routines."""
+    return [
+        Program("page_fault", [I("model", "do_page_fault"), I("iretq")],
+                source="arch/x86/mm/fault.c: do_page_fault() -> no_context() -> oops"),
+        Program("double_fault", [I("model", "do_double_fault"), I("iretq")],
+                source="arch/x86/kernel/traps.c: do_double_fault()"),
+        Program("general_protection", [I("model", "do_general_protection"), I("iretq")],
+                source="arch/x86/kernel/traps.c: do_general_protection()"),
+        Program("invalid_op", [I("model", "do_invalid_op"), I("iretq")],
+                source="arch/x86/kernel/traps.c: do_invalid_op()"),
+        Program("nmi", [I("model", "do_nmi"), I("iretq")],
+                source="arch/x86/kernel/nmi.c: do_nmi() (unknown NMI: logged, returns)"),
+        Program("machine_check", [I("model", "do_machine_check"), I("iretq")],
+                source="arch/x86/kernel/cpu/mcheck/mce.c: do_machine_check() (corrected: logged)"),
+    ]
+
+
+def core_restore_code() -> Program:
+    """arch/x86/power/hibernate_asm_64.S, core_restore_code: walk restore_pblist copying each
+    page to its original frame (rep movsq), then jump to restore_registers."""
+    return Program("core_restore_code", [
+        I("mov", "rdx", "rsi", comment="rdx = restore_pblist"),
+        "loop:",
+        I("cmp", "rdx", 0),
+        I("je", "done"),
+        I("model", "copy_pbe", comment="rep movsq: pbe->address -> pbe->orig_address; rdx = pbe->next"),
+        I("jmp", "loop"),
+        "done:",
+        I("jmp_reg", "r8", comment="restore_registers (image kernel)"),
+    ], source="arch/x86/power/hibernate_asm_64.S: core_restore_code")
+
+
+def restore_registers() -> Program:
+    """hibernate_asm_64.S restore_registers: load the image kernel's CR3 (flushing the TLB,
+    globals too), its IDT and stack; then the image kernel resumes and onlines its CPUs."""
+    return Program("restore_registers", [
+        I("model", "restore_registers", comment="cr3 <- restore_cr3; lidt; rsp; flush TLB"),
+        I("model", "enable_nonboot_cpus", comment="INIT, SIPI, SIPI each non-boot CPU"),
+        I("model", "resume_done"),
+        "idle:",
+        I("sti"),
+        I("hlt"),
+        I("jmp", "idle"),
+    ], source="arch/x86/power/hibernate_asm_64.S: restore_registers; kernel/cpu.c: enable_nonboot_cpus()")
+
+
+def trampoline_64() -> Program:
+    """arch/x86/realmode/rm/trampoline_64.S: real mode -> long mode on the kernel's
+    trampoline page tables, then start_secondary."""
+    return Program("trampoline_64", [
+        I("model", "trampoline_to_long_mode", comment="lgdt, CR4.PAE, EFER.LME, CR3, CR0.PG; rsp; lidt"),
+        I("jmp_reg", "r8", comment="start_secondary"),
+    ], source="arch/x86/realmode/rm/trampoline_64.S")
+
+
+def start_secondary() -> Program:
+    """arch/x86/kernel/smpboot.c start_secondary(): mark the CPU online, then the idle loop."""
+    return Program("start_secondary", [
+        I("model", "cpu_online", comment="set_cpu_online(smp_processor_id(), true)"),
+        "idle:",
+        I("sti"),
+        I("hlt", comment="default_idle()"),
+        I("jmp", "idle"),
+    ], source="arch/x86/kernel/smpboot.c: start_secondary() -> cpu_startup_entry()")
+
+
+def resume_target_kernel() -> Program:
+    """kernel/power/hibernate.c resume_target_kernel(): take the non-boot CPUs down
+    (hibernate_resume_nonboot_cpu_disable), then swsusp_arch_resume(), which does not return."""
+    return Program("resume_target_kernel", [
+        I("cli", comment="local_irq_disable()"),
+        I("model", "hibernate_resume_nonboot_cpu_disable", comment="each non-boot CPU -> play_dead"),
+        I("model", "swsusp_arch_resume", comment="temporary tables, relocate code, jump"),
+    ], source="kernel/power/hibernate.c: resume_target_kernel()")

@@ -1,0 +1,368 @@
+"""A resume scenario: validated configuration, named presets, and the ``Resume`` session the
+CLI, the widgets and the notebooks drive step by step.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .fixes import FIXES, get_fix
+from .hw.cpu import CState, RunState
+from .hw.machine import MAX_CPUS, Machine, Timing
+from .hw.memory import PAGE_SIZE, PhysicalMemory, parse_size
+from .hw.paging import Walk, walk
+from .hw.sched import Event
+from .kernel.hibernate import Image, load_image, snapshot, verify
+from .kernel.hotplug import HotplugTiming, park_idle
+from .kernel.instance import BootParams, Kernel
+from .kernel.layout import e820_for
+from .kernel.restore import RestoreTiming, Runtime
+
+PHASES = ("boot", "load-image", "disable-nonboot", "copy", "image-kernel", "online", "resumed")
+OUTCOMES = ("resumed", "panic", "triple_fault", "corrupted", "timeout")
+GiB, MiB = 1 << 30, 1 << 20
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a run depends on.  Sizes accept "256M", "8G" or a byte count."""
+
+    preset: str = "default"
+    fix: str = "mwait"
+    cpus: int = 8
+    threads_per_core: int = 2
+    ram: int | str = 8 * GiB
+    image: int | str = 2 * GiB
+    seed: int = 0
+    pci_hole: bool = True  # RAM above 3 GiB is moved above 4 GiB (the PCI window)
+    e820_end_below_4g: int | None = None  # end of usable RAM below the hole (None: 3 GiB)
+    gbpages: bool = False
+    line_size: int = 64
+    clflush_triggers: bool = True
+    deep_cstate_loses_tlb: bool = True
+    c6_exit_ns: int = 100_000
+    page_copy_ns: int = 1_000
+    jitter: float = 0.1
+    kernel_text_pages: int = 2048
+    kernel_data_pages: int = 512
+    kernel_bss_pages: int = 512
+    early_noise_pages: int = 256
+    late_noise_pages: int = 64
+    restore_in_use: int | str = 16 * MiB
+    same_build: bool = True
+    step_budget: int = 2_000_000
+
+    def __post_init__(self) -> None:
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; allowed: {', '.join(PRESETS)}")
+        get_fix(self.fix)
+        for name in ("cpus", "threads_per_core", "seed", "line_size", "c6_exit_ns", "page_copy_ns",
+                     "kernel_text_pages", "kernel_data_pages", "kernel_bss_pages", "early_noise_pages",
+                     "late_noise_pages", "step_budget"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise ValueError(f"{name} must be a whole number, got {v!r}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if not 2 <= self.cpus <= MAX_CPUS:
+            raise ValueError(f"cpus must be 2 to {MAX_CPUS} (a boot CPU and at least one other), got {self.cpus}")
+        if self.threads_per_core not in (1, 2) or self.cpus % self.threads_per_core:
+            raise ValueError(f"threads_per_core must be 1 or 2 and divide cpus, got {self.threads_per_core}")
+        for name in ("ram", "image", "restore_in_use"):
+            set_(name, parse_size(getattr(self, name)))
+        if self.ram < 64 * MiB or self.ram > 64 * GiB:
+            raise ValueError(f"ram must be 64M to 64G, got {self.ram} bytes")
+        if self.image > self.ram:
+            raise ValueError(f"image ({self.image} bytes) is larger than ram ({self.ram} bytes)")
+        if self.image % PAGE_SIZE or self.ram % (2 * MiB):
+            raise ValueError("image must be a whole number of 4 KiB pages and ram of 2 MiB")
+        kernel = (self.kernel_text_pages + self.kernel_data_pages + self.kernel_bss_pages) * PAGE_SIZE
+        need = kernel + self.ram // 64 + self.restore_in_use + 64 * MiB * 0 + 4 * MiB
+        if self.image + need > self.ram:
+            raise ValueError(
+                f"ram too small: the image ({self.image >> 20} MiB) plus the restore kernel "
+                f"(about {need >> 20} MiB) need more than {self.ram >> 20} MiB; use a larger ram or a smaller image")
+        if self.image < kernel + self.ram // 64 + 8 * MiB:
+            raise ValueError(
+                f"image too small: it holds at least the kernel and its boot allocations "
+                f"(about {(kernel + self.ram // 64 + 8 * MiB) >> 20} MiB), got {self.image >> 20} MiB")
+        if self.step_budget < 1:
+            raise ValueError("step_budget must be >= 1")
+        if not 0 <= self.jitter < 1:
+            raise ValueError(f"jitter must be in [0, 1), got {self.jitter}")
+        if self.line_size < 8 or self.line_size > 4096 or self.line_size & (self.line_size - 1):
+            raise ValueError(f"line_size must be a power of two from 8 to 4096, got {self.line_size}")
+
+    @classmethod
+    def from_preset(cls, preset: str = "default", **overrides: Any) -> "Config":
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; allowed: {', '.join(PRESETS)}")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        bad = sorted(set(overrides) - fields)
+        if bad:
+            raise ValueError(f"unknown setting(s) {', '.join(bad)}; allowed: {', '.join(sorted(fields))}")
+        values = {**PRESETS[preset][1], **{k: v for k, v in overrides.items() if v is not None}}
+        return cls(preset=preset, **values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    # derived
+    @property
+    def phys_size(self) -> int:
+        return self.ram + (GiB if self.pci_hole and self.ram > 3 * GiB else 0)
+
+    def e820(self):  # noqa: ANN201
+        if self.pci_hole and self.ram > 3 * GiB:
+            lo = self.e820_end_below_4g or 3 * GiB
+            return e820_for(self.phys_size, (lo, 4 * GiB))
+        return e820_for(self.phys_size)
+
+    def cstates(self) -> tuple[CState, ...]:
+        return (CState("C1", 0x00, 2_000, False), CState("C3", 0x10, 60_000, False),
+                CState("C6", 0x20, self.c6_exit_ns, self.deep_cstate_loses_tlb))
+
+
+PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "default": ("8 CPUs (4 cores x 2 threads), 8 GiB, a 2 GiB image", {}),
+    "workshop": ("4 CPUs, 256 MiB, a 96 MiB image: every frame fits on screen",
+                 dict(cpus=4, threads_per_core=2, ram=256 * MiB, image=96 * MiB, kernel_text_pages=1024,
+                      kernel_data_pages=256, kernel_bss_pages=256, early_noise_pages=64, late_noise_pages=16,
+                      restore_in_use=8 * MiB)),
+    "report-2016": ("the report's machine: 4 CPUs, 4 GiB with RAM ending at 0xba9f7000 below 4 GiB; "
+                    "mwait faults at 0xffff8800ba800010",
+                    dict(cpus=4, threads_per_core=2, ram=4 * GiB, image=1 * GiB, e820_end_below_4g=0xBA9F7000)),
+}
+
+
+@dataclass(frozen=True)
+class CpuView:
+    id: int
+    state: str
+    cstate: str | None
+    rip: int
+    symbol: str
+    listing: str
+    cr3: int | None
+    armed_line: int | None
+    tlb_entries: int
+    wakeups: int
+    online: bool
+    oops: str | None
+
+
+@dataclass(frozen=True)
+class FrameView:
+    pfn: int
+    restore_role: str | None
+    image_role: str | None
+    in_image: bool
+    status: str  # "restored", "pending", "direct" (loaded in place), "not in image"
+
+
+class Resume:
+    """One resume from hibernation, built from a Config and run step by step.
+
+    ``step()`` runs one instruction on the CPU whose turn it is and returns its events;
+    ``run(until=...)`` runs to an event kind, a time (ns), a phase or the end."""
+
+    def __init__(self, config: Config | None = None, **kwargs: Any) -> None:
+        if config is None:
+            config = Config.from_preset(kwargs.pop("preset", "default"), **kwargs)
+        elif kwargs:
+            config = dataclasses.replace(config, **kwargs)
+        self.config = c = config
+        rng = np.random.default_rng(c.seed)
+        self.rng = rng
+        e820 = c.e820()
+        base = dict(nr_cpus=c.cpus, text_pages=c.kernel_text_pages, data_pages=c.kernel_data_pages,
+                    bss_pages=c.kernel_bss_pages, gbpages=c.gbpages, early_noise_pages=c.early_noise_pages,
+                    late_noise_pages=c.late_noise_pages)
+        # the image kernel: booted, ran, and wrote the snapshot
+        image_mem = PhysicalMemory(c.phys_size)
+        self.image_kernel = Kernel("image", image_mem, e820,
+                                   BootParams(build_id=1, total_in_use_pages=c.image // PAGE_SIZE, **base), rng)
+        self.image: Image = snapshot(image_mem, self.image_kernel.layout.memblock.intervals())
+        self.image.restore_cr3 = self.image_kernel.cr3
+        # the restore kernel: a fresh boot on the machine
+        self.machine = m = Machine(c.cpus, c.phys_size, rng, line_size=c.line_size,
+                                   clflush_triggers=c.clflush_triggers, cstates=c.cstates(),
+                                   timing=Timing(), jitter=c.jitter)
+        restore_build = 1 if c.same_build else 2
+        self.restore_kernel = Kernel("restore", m.memory, e820,
+                                     BootParams(build_id=restore_build, total_in_use_pages=0, **base), rng)
+        self._grow_restore(c)
+        self.restore_kernel.register_code(m)
+        if not c.same_build:
+            self.image_kernel.register_code(m)
+        m.emit("phase", None, phase="boot")
+        self.loaded = load_image(m.memory, self.image, self.restore_kernel.layout)
+        m.emit("phase", None, phase="load-image")
+        m.emit("image_loaded", None, pages=self.image.nr_pages, direct=self.loaded.direct_pages,
+               pblist=len(self.loaded.pblist))
+        self.fix = get_fix(c.fix)
+        self.restore_kernel.online = set(range(c.cpus))
+        self.runtime = rt = Runtime(m, self.restore_kernel, self.image_kernel, self.image, self.loaded, self.fix,
+                                    HotplugTiming(), RestoreTiming(page_copy_ns=c.page_copy_ns))
+        rt.phase = "load-image"
+        for cpu in m.cpus[1:]:
+            park_idle(rt, cpu)
+        self.restore_kernel.enter(m.cpus[0], "resume_target_kernel")
+        m.start(0)
+        self.steps = 0
+        self._pblist_pos = {pbe.orig_address: i for i, pbe in enumerate(self.loaded.pblist)}
+        self._verified: list[int] | None = None
+
+    def _grow_restore(self, c: Config) -> None:
+        """The restore kernel's own memory in use (initramfs, page cache) before it loads."""
+        k = self.restore_kernel
+        want = k.layout.memblock.reserved_count() + c.restore_in_use // PAGE_SIZE
+        k.params = dataclasses.replace(k.params, total_in_use_pages=want)
+        k._fill_in_use(self.rng)
+
+    # -- running -----------------------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        m = self.machine
+        return (m.shutdown is not None or self.runtime.kernel.panicked is not None
+                or self.restore_kernel.panicked is not None or m.idle() or self.steps >= self.config.step_budget)
+
+    def step(self) -> list[Event]:
+        if self.finished:
+            return []
+        self.steps += 1
+        return self.machine.step()
+
+    def run(self, until: str | int | None = None) -> list[Event]:
+        """Run until an event of kind ``until``, the phase named ``until``, the simulated time
+        ``until`` (ns), or the end (None).  Returns the events produced."""
+        if isinstance(until, str) and until not in PHASES and not until:
+            raise ValueError("until must be an event kind, a phase, a time in ns or None")
+        if isinstance(until, int) and not isinstance(until, bool) and until < 0:
+            raise ValueError(f"until time must be >= 0 ns, got {until}")
+        out: list[Event] = []
+        while not self.finished:
+            if isinstance(until, int) and not isinstance(until, bool):
+                nxt = self.machine.sched.next_time()
+                if nxt is None or nxt > until:
+                    break
+            evs = self.step()
+            out.extend(evs)
+            if isinstance(until, str):
+                if until in PHASES and self.runtime.phase == until:
+                    break
+                if any(e.kind == until for e in evs):
+                    break
+        return out
+
+    @property
+    def phase(self) -> str:
+        return self.runtime.phase
+
+    @property
+    def events(self) -> list[Event]:
+        return self.machine.events
+
+    @property
+    def now(self) -> int:
+        return self.machine.sched.now
+
+    # -- outcome -----------------------------------------------------------------------------
+    @property
+    def oopses(self):  # noqa: ANN201
+        return self.restore_kernel.oopses + self.image_kernel.oopses
+
+    @property
+    def outcome(self) -> str | None:
+        """Decided from the final state only: None while the run goes on."""
+        m = self.machine
+        if m.shutdown is not None:
+            return "triple_fault"
+        if self.oopses:
+            return "panic"
+        if not self.finished:
+            return None
+        rt = self.runtime
+        if not (rt.done and self.image_kernel.online == set(range(self.config.cpus))):
+            return "timeout"
+        return "corrupted" if self.mismatched_frames() else "resumed"
+
+    def mismatched_frames(self) -> list[int]:
+        """Frames whose content differs from the image (checked once, at the end)."""
+        if self._verified is None:
+            self._verified = verify(self.machine.memory, self.image)
+        return self._verified
+
+    def faults(self) -> list[dict[str, Any]]:
+        """Every exception a CPU took, with the walk that failed."""
+        out = []
+        walks: dict[int, Any] = {}
+        for e in self.machine.events:
+            if e.kind == "walk" and e.data.get("fault"):
+                walks[e.cpu] = e.data["steps"]
+            if e.kind == "fault":
+                out.append({"cpu": e.cpu, "vector": e.data["vector"], "address": f"{e.data['address']:#x}",
+                            "error_code": e.data["error_code"], "rip": f"{e.data['rip']:#x}",
+                            "during": e.data.get("during"),
+                            "walk": [{"level": lvl, "frame": f"{tbl:#x}", "entry": f"{ent:#x}"}
+                                     for lvl, tbl, _, ent in walks.pop(e.cpu, [])]})
+        return out
+
+    def wakeups(self) -> dict[int, int]:
+        return {c.id: c.wakeups for c in self.machine.cpus}
+
+    # -- state accessors ---------------------------------------------------------------------
+    def cpu(self, i: int) -> CpuView:
+        if not isinstance(i, int) or not 0 <= i < len(self.machine.cpus):
+            raise ValueError(f"no CPU {i!r}; allowed: 0 to {len(self.machine.cpus) - 1}")
+        c = self.machine.cpus[i]
+        k = self.runtime.kernel
+        placed = next((p for p in k.placed.values() if p.base <= c.rip < p.base + p.size), None)
+        armed = self.machine.monitor.armed.get(i)
+        oops = next((o.text for o in self.oopses if o.cpu == i), None)
+        return CpuView(i, str(c.state), c.cstate.name if c.cstate and c.state == RunState.MWAIT else None,
+                       c.rip, k.symbolize(c.rip), placed.listing(c.rip) if placed else "", c.cr3,
+                       armed.line if armed else None, len(c.tlb), c.wakeups, i in k.online, oops)
+
+    def frame(self, pfn: int) -> FrameView:
+        if not isinstance(pfn, int) or not 0 <= pfn < self.machine.memory.nr_frames:
+            raise ValueError(f"no frame {pfn!r}; allowed: 0 to {self.machine.memory.nr_frames - 1:#x}")
+        in_image = self.image.content(pfn) is not None
+        if pfn in self._pblist_pos:
+            idx = self._pblist_pos[pfn]
+            done = self.runtime.copied > idx
+            status = "restored" if done else "pending"
+        else:
+            status = "direct" if in_image else "not in image"
+        return FrameView(pfn, self.restore_kernel.layout.roles.get(pfn), self.image_kernel.layout.roles.get(pfn),
+                         in_image, status)
+
+    def frame_content(self, pfn: int) -> np.ndarray:
+        self.frame(pfn)
+        return self.machine.memory.read_page(pfn)
+
+    def walk(self, cpu: int, va: int) -> Walk:
+        """Walk ``va`` through CPU ``cpu``'s current tables, now, without touching A bits or
+        the TLB (what a debugger would do)."""
+        c = self.machine.cpus[self.cpu(cpu).id]
+        if c.cr3 is None:
+            raise ValueError(f"CPU {cpu} has paging off (state {c.state})")
+        return walk(self.machine.memory, c.cr3, va, set_accessed=False)
+
+    def mwait_ptr(self, cpu: int) -> int:
+        """The monitored address of ``cpu`` in the restore kernel: &thread_info->flags."""
+        self.cpu(cpu)
+        return self.restore_kernel.layout.mwait_ptr(cpu)
+
+    def summary(self) -> dict[str, Any]:
+        faults = self.faults()
+        return {"config": self.config.to_dict(), "fix": self.config.fix, "seed": self.config.seed,
+                "outcome": self.outcome, "faults": faults,
+                "oops": self.oopses[0].text if self.oopses else None,
+                "wakeups": {str(k): v for k, v in self.wakeups().items()},
+                "pages_copied": self.runtime.copied, "time_ns": self.now, "steps": self.steps,
+                "mismatched_frames": len(self.mismatched_frames()) if self.outcome in ("resumed", "corrupted") else None}
