@@ -18,7 +18,7 @@ from .hw.sched import Event
 from .kernel.hibernate import Image, load_image, snapshot, verify
 from .kernel.hotplug import HotplugTiming, park_idle
 from .kernel.instance import BootParams, Kernel
-from .kernel.layout import e820_for
+from .kernel.layout import e820_for, punch_holes
 from .kernel.restore import RestoreTiming, Runtime
 
 PHASES = ("boot", "load-image", "disable-nonboot", "copy", "image-kernel", "online", "resumed")
@@ -39,6 +39,7 @@ class Config:
     seed: int = 0
     pci_hole: bool = True  # RAM above 3 GiB is moved above 4 GiB (the PCI window)
     e820_end_below_4g: int | None = None  # end of usable RAM below the hole (None: 3 GiB)
+    holes: tuple[tuple[int, int], ...] = ()  # extra firmware-reserved ranges (ACPI, ...)
     gbpages: bool = False
     line_size: int = 64
     clflush_triggers: bool = True
@@ -51,6 +52,9 @@ class Config:
     kernel_bss_pages: int = 512
     early_noise_pages: int = 256
     late_noise_pages: int = 64
+    image_early_noise: int | None = None  # exact early reservations of each boot (None: seeded)
+    restore_early_noise: int | None = None
+    late_noise_exact: int | None = None
     restore_in_use: int | str = 16 * MiB
     same_build: bool = True
     step_budget: int = 2_000_000
@@ -113,14 +117,26 @@ class Config:
 
     # derived
     @property
+    def low_end(self) -> int:
+        """Where usable RAM below 4 GiB ends."""
+        if self.e820_end_below_4g is not None:
+            return self.e820_end_below_4g
+        return 3 * GiB if self.pci_hole and self.ram > 3 * GiB else min(self.ram, 4 * GiB)
+
+    @property
     def phys_size(self) -> int:
-        return self.ram + (GiB if self.pci_hole and self.ram > 3 * GiB else 0)
+        """Top of the physical address space: RAM past ``low_end`` moves above 4 GiB on a
+        machine with more than 3 GiB; on a smaller one the tail is firmware-reserved."""
+        if self.ram <= self.low_end or self.ram < 3 * GiB:
+            return self.ram
+        return 4 * GiB + self.ram - self.low_end
 
     def e820(self):  # noqa: ANN201
-        if self.pci_hole and self.ram > 3 * GiB:
-            lo = self.e820_end_below_4g or 3 * GiB
-            return e820_for(self.phys_size, (lo, 4 * GiB))
-        return e820_for(self.phys_size)
+        if self.ram <= self.low_end:
+            base = e820_for(self.phys_size, (self.low_end, self.phys_size) if self.low_end < self.phys_size else None)
+        else:
+            base = e820_for(self.phys_size, (self.low_end, min(4 * GiB, self.phys_size)))
+        return punch_holes(base, self.holes)
 
     def cstates(self) -> tuple[CState, ...]:
         return (CState("C1", 0x00, 2_000, False), CState("C3", 0x10, 60_000, False),
@@ -133,9 +149,11 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
                  dict(cpus=4, threads_per_core=2, ram=256 * MiB, image=96 * MiB, kernel_text_pages=1024,
                       kernel_data_pages=256, kernel_bss_pages=256, early_noise_pages=64, late_noise_pages=16,
                       restore_in_use=8 * MiB)),
-    "report-2016": ("the report's machine: 4 CPUs, 4 GiB with RAM ending at 0xba9f7000 below 4 GiB; "
-                    "mwait faults at 0xffff8800ba800010",
-                    dict(cpus=4, threads_per_core=2, ram=4 * GiB, image=1 * GiB, e820_end_below_4g=0xBA9F7000)),
+    "report-2016": ("the report's machine: 4 CPUs, 8 GiB, usable RAM below 4 GiB ending at 0xba9f7000; "
+                    "with mwait CPU 1 faults at 0xffff8800ba800010",
+                    dict(cpus=4, threads_per_core=2, ram=8 * GiB, image=2 * GiB, e820_end_below_4g=0xBA9F7000,
+                         restore_early_noise=300, image_early_noise=700, late_noise_exact=499,
+                         restore_in_use=256 * MiB)),
 }
 
 
@@ -181,11 +199,12 @@ class Resume:
         e820 = c.e820()
         base = dict(nr_cpus=c.cpus, text_pages=c.kernel_text_pages, data_pages=c.kernel_data_pages,
                     bss_pages=c.kernel_bss_pages, gbpages=c.gbpages, early_noise_pages=c.early_noise_pages,
-                    late_noise_pages=c.late_noise_pages)
+                    late_noise_pages=c.late_noise_pages, late_noise_exact=c.late_noise_exact)
         # the image kernel: booted, ran, and wrote the snapshot
         image_mem = PhysicalMemory(c.phys_size)
         self.image_kernel = Kernel("image", image_mem, e820,
-                                   BootParams(build_id=1, total_in_use_pages=c.image // PAGE_SIZE, **base), rng)
+                                   BootParams(build_id=1, total_in_use_pages=c.image // PAGE_SIZE,
+                                              early_noise_exact=c.image_early_noise, **base), rng)
         self.image: Image = snapshot(image_mem, self.image_kernel.layout.memblock.intervals())
         self.image.restore_cr3 = self.image_kernel.cr3
         # the restore kernel: a fresh boot on the machine
@@ -194,7 +213,8 @@ class Resume:
                                    timing=Timing(), jitter=c.jitter)
         restore_build = 1 if c.same_build else 2
         self.restore_kernel = Kernel("restore", m.memory, e820,
-                                     BootParams(build_id=restore_build, total_in_use_pages=0, **base), rng)
+                                     BootParams(build_id=restore_build, total_in_use_pages=0,
+                                                early_noise_exact=c.restore_early_noise, **base), rng)
         self._grow_restore(c)
         self.restore_kernel.register_code(m)
         if not c.same_build:

@@ -12,6 +12,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from .isa import REGISTERS, Instr, Mem
+from .memory import ContentTag, PhysicalMemory
 from .paging import TLB, Fault, Walk, walk
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -68,10 +69,24 @@ class CpuFault(Exception):
 
 @dataclass
 class CodePage:
-    """Instructions placed in one physical frame, valid while the frame holds ``tag``."""
+    """Instructions placed in one physical frame, valid while the frame holds the bytes it
+    held when they were placed: ``tag`` is that content, a ContentTag or (for a frame that
+    was materialized) a copy of its qwords."""
 
     tag: Any
     instrs: dict[int, Instr] = field(default_factory=dict)
+
+    def valid(self, memory: PhysicalMemory, pfn: int) -> bool:
+        """Does frame ``pfn`` still hold the bytes this code was placed on?  Equal tags are
+        equal bytes (fast path); otherwise the bytes are compared, so a load that
+        materializes the frame keeps the code and a store that changes it does not."""
+        cur = memory.tag(pfn)
+        if cur is not None and isinstance(self.tag, ContentTag):
+            return cur == self.tag
+        if not memory.same_content(pfn, self.tag):
+            return False
+        self.tag = memory.content(pfn)  # same bytes, in the form that is cheap to compare next
+        return True
 
 
 @dataclass
@@ -156,7 +171,7 @@ class Cpu:
     def fetch(self) -> Instr:
         pa = self.translate(self.rip, fetch=True, why="fetch")
         page = self.machine.code.get(pa >> 12)
-        if page is None or self.machine.memory.tag(pa >> 12) != page.tag:
+        if page is None or not page.valid(self.machine.memory, pa >> 12):
             raise CpuFault(Fault("#UD", self.rip, 0))  # the bytes there are not our code
         ins = page.instrs.get(pa & 0xFFF)
         if ins is None:
@@ -217,8 +232,9 @@ class Cpu:
         elif op == "jmp_reg":
             self.rip = r[a[0]]
         elif op == "push":
-            r["rsp"] = (r["rsp"] - 8) & ((1 << 64) - 1)
-            self.store(r["rsp"], self._val(a[0]), why="push")
+            rsp = (r["rsp"] - 8) & ((1 << 64) - 1)
+            self.store(rsp, self._val(a[0]), why="push")  # a fault leaves RSP as it was
+            r["rsp"] = rsp
         elif op == "pop":
             r[a[0]] = self.load(r["rsp"], why="pop")
             r["rsp"] += 8

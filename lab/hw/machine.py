@@ -88,9 +88,8 @@ class Machine:
             pa = to_phys(ln.va)
             pfn = pa >> 12
             page = self.code.get(pfn)
-            tag = self.memory.tag(pfn)
-            if page is None or page.tag != tag:
-                page = self.code[pfn] = CodePage(tag)
+            if page is None or not page.valid(self.memory, pfn):
+                page = self.code[pfn] = CodePage(self.memory.content(pfn))
             page.instrs[pa & 0xFFF] = ln.instr
 
     def run_routine(self, name: str, cpu: Cpu, at: int) -> int:

@@ -18,10 +18,11 @@ class PageTables:
     are zeroed when allocated.  Entries are written with 8-byte stores by ``agent``."""
 
     def __init__(self, memory: PhysicalMemory, alloc: Callable[[], int], agent: str = "boot",
-                 root: int | None = None) -> None:
+                 root: int | None = None, accessed: bool = True) -> None:
         self.memory = memory
         self.alloc = alloc
         self.agent = agent
+        self.accessed = accessed  # write A and D set, as Linux's _KERNPG_TABLE and __PAGE_KERNEL do
         self.tables: list[int] = []  # frames of every table, root first
         self.root = self._new_table() if root is None else root
 
@@ -46,14 +47,15 @@ class PageTables:
             e = self.memory.read_u64(eaddr)
             if not e & P:
                 nxt = self._new_table()
-                self.memory.write_u64(eaddr, make_entry(nxt, rw=True, us=us), self.agent)
+                self.memory.write_u64(eaddr, make_entry(nxt, rw=True, us=us, a=self.accessed, d=self.accessed), self.agent)
                 table = nxt
             elif e & PS:
                 raise ValueError(f"va {va:#x}: a larger page already maps this range")
             else:
                 table = e & ADDR_MASK
         eaddr = table + ((va >> SHIFTS[leaf_level]) & 511) * 8
-        self.memory.write_u64(eaddr, make_entry(pa, rw=rw, us=us, g=g, nx=nx, ps=leaf_level < 3), self.agent)
+        self.memory.write_u64(eaddr, make_entry(pa, rw=rw, us=us, g=g, nx=nx, ps=leaf_level < 3,
+                                                   a=self.accessed, d=self.accessed), self.agent)
 
     def map_range(self, va: int, pa: int, length: int, *, sizes: tuple[int, ...] = (1 << 21, 1 << 12),
                   **flags: bool) -> dict[int, int]:

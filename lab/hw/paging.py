@@ -155,8 +155,10 @@ class TLB:
     """Translations and paging-structure caches of one CPU (SDM 4.10).
 
     ``entries`` maps a page-aligned linear address to (physical base, page size, writable,
-    global); ``psc`` maps (level, linear prefix) to the physical address of the next table,
-    so a walk can start below the PML4.  Sizes are unbounded in the model."""
+    global), where writable means a write may use the entry as it is (R/W=1 at every level
+    and D already set in the leaf); ``psc`` maps (level, linear prefix) to the physical
+    address of the next table and the combined R/W so far, so a walk can start below the
+    PML4.  Sizes are unbounded in the model."""
 
     entries: dict[int, tuple[int, int, bool, bool]] = field(default_factory=dict)
     psc: dict[tuple[int, int], tuple[int, bool]] = field(default_factory=dict)
@@ -206,14 +208,15 @@ def walk(mem: PhysicalMemory, cr3: int, va: int, *, write: bool = False, user: b
     phys_bits = mem.phys_bits
     table = cr3 & ADDR_MASK
     start = 0
+    writable = True
     if tlb is not None and tlb.psc:
         for level in (2, 1, 0):
             cached = tlb.psc.get((level, va >> SHIFTS[level]))
             if cached is not None:
-                table, start = cached[0], level + 1
+                # the cache entry carries the combined R/W of the levels it skips (SDM 4.10.3.1)
+                table, start, writable = cached[0], level + 1, cached[1]
                 break
     steps = []
-    writable = True
     for level in range(start, 4):
         index = (va >> SHIFTS[level]) & 511
         eaddr = table + index * 8
@@ -236,7 +239,9 @@ def walk(mem: PhysicalMemory, cr3: int, va: int, *, write: bool = False, user: b
             size = 1 << SHIFTS[level]
             base = e & ADDR_MASK & ~(size - 1) & ((1 << phys_bits) - 1)
             if tlb is not None:
-                tlb.entries[va & ~(size - 1)] = (base, size, writable, bool(e & G))
+                # a translation cached while D=0 cannot serve a write: the first write walks
+                # again and sets D (SDM 4.8)
+                tlb.entries[va & ~(size - 1)] = (base, size, writable and bool(write or e & D), bool(e & G))
             return Walk(va, tuple(steps), base + (va & (size - 1)), None, size, False, start)
         table = e & ADDR_MASK & ((1 << phys_bits) - 1)
         if tlb is not None:

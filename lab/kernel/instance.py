@@ -41,7 +41,9 @@ class BootParams:
     bss_pages: int = 512
     gbpages: bool = False
     early_noise_pages: int = 256  # mean of boot-to-boot varying early reservations
+    early_noise_exact: int | None = None  # this boot's early reservations, if known
     late_noise_pages: int = 64
+    late_noise_exact: int | None = None
     mem_map: bool = True  # struct page array, 64 bytes per 4 KiB frame, at the top of RAM
     total_in_use_pages: int = 0  # frames in use in all, boot allocations included (workload fills up)
     extent_pages: int = 512  # mean length of the extents that memory comes in
@@ -108,11 +110,13 @@ class Kernel:
                           lay.trampoline: "real-mode trampoline"})
         mem.write_page(lay.trampoline, ContentTag("text", p.build_id, TRAMPOLINE_INDEX), self.agent)
 
-        self._reserve_noise(rng, p.early_noise_pages, "early reservation (initrd, ACPI)")
+        early = p.early_noise_exact if p.early_noise_exact is not None else boot_noise(rng, p.early_noise_pages)
+        self._reserve(early, "early reservation (initrd, ACPI)", below=mem.size)
         text_mapping(mem, lay, self.agent)
         self.direct_map_pages = kernel_physical_mapping_init(mem, lay, mb, self.agent, p.gbpages)
-        self._reserve_noise(rng, p.late_noise_pages, "boot allocation")
-        first = mb.alloc(PERCPU_PAGES * p.nr_cpus)
+        late = p.late_noise_exact if p.late_noise_exact is not None else boot_noise(rng, p.late_noise_pages)
+        self._reserve(late, "boot allocation")
+        first = mb.alloc(PERCPU_PAGES * p.nr_cpus, below=mem.size)  # pcpu_embed_first_chunk
         for cpu in range(p.nr_cpus):
             lay.percpu[cpu] = first + cpu * PERCPU_PAGES
             mem.fill_range(lay.percpu[cpu], PERCPU_PAGES, "sparse", self.boot_seed ^ 0x5EC, agent=self.agent)
@@ -133,10 +137,9 @@ class Kernel:
         self._place_programs()
         self._fill_in_use(rng)
 
-    def _reserve_noise(self, rng: np.random.Generator, mean: int, role: str) -> None:
-        n = boot_noise(rng, mean)
+    def _reserve(self, n: int, role: str, below: int | None = None) -> None:
         if n:
-            start = self.layout.memblock.alloc(n)
+            start = self.layout.memblock.alloc(n, below=below)
             self.memory.fill_range(start, n, "sparse", self.boot_seed ^ start, agent=self.agent)
             for pfn in range(start, start + n):
                 self.layout.roles.setdefault(pfn, role)
@@ -250,15 +253,18 @@ class Kernel:
     def oops(self, cpu, kind: str, headline: str, address: int | None, error_code: int) -> Oops:  # noqa: ANN001
         """Format an oops as arch/x86/mm/fault.c no_context() and arch/x86/kernel/dumpstack.c
         __die() print it, then panic (the idle task cannot be killed)."""
-        rip = cpu.fault_rip if kind != "double fault" else cpu.rip
+        rip = cpu.fault_rip
         walk = cpu.last_walk
         steps = [] if walk is None else [(s.level, s.table, s.index, s.entry) for s in walk.steps]
-        lines = [headline, f"IP: [<{rip:016x}>] {self.symbolize(rip)}"]
-        if address is not None and steps:
-            names = ("PGD", "PUD", "PMD", "PTE")
-            lines.append(" ".join(f"{names[lvl]} {entry:x}" for lvl, _, _, entry in steps))
         n = len(self.oopses) + 1
-        lines += [f"Oops: {error_code:04x} [#{n}] SMP",
+        lines = [headline]
+        if kind == "paging request":
+            lines.append(f"IP: [<{rip:016x}>] {self.symbolize(rip)}")
+            if steps:
+                names = ("PGD", "PUD", "PMD", "PTE")
+                lines.append(" ".join(f"{names[lvl]} {entry:x}" for lvl, _, _, entry in steps))
+            lines.append(f"Oops: {error_code:04x} [#{n}] SMP")
+        lines += [
                   f"CPU: {cpu.id} PID: 0 Comm: swapper/{cpu.id} Not tainted 4.7.0 #1",
                   f"RIP: 0010:[<{rip:016x}>]  [<{rip:016x}>] {self.symbolize(rip)}",
                   f"RSP: 0018:{cpu.regs['rsp']:016x}  CR2: {self._cr2(cpu):016x}  CR3: {cpu.cr3 or 0:016x}",

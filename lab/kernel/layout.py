@@ -64,6 +64,26 @@ def e820_for(ram_bytes: int, hole: tuple[int, int] | None = None) -> tuple[E820E
     return tuple(entries)
 
 
+def punch_holes(e820: tuple[E820Entry, ...], holes: tuple[tuple[int, int], ...]) -> tuple[E820Entry, ...]:
+    """Mark ``holes`` (page-aligned [start, end)) reserved, splitting usable entries."""
+    out = list(e820)
+    for lo, hi in holes:
+        if lo % PAGE_SIZE or hi % PAGE_SIZE or hi <= lo:
+            raise ValueError(f"hole [{lo:#x}, {hi:#x}) must be page aligned and non-empty")
+        nxt = []
+        for e in out:
+            if not e.usable or e.end <= lo or e.start >= hi:
+                nxt.append(e)
+                continue
+            if e.start < lo:
+                nxt.append(E820Entry(e.start, lo, True))
+            nxt.append(E820Entry(max(lo, e.start), min(hi, e.end), False))
+            if hi < e.end:
+                nxt.append(E820Entry(hi, e.end, True))
+        out = nxt
+    return tuple(out)
+
+
 class Memblock:
     """Top-down boot allocator over the usable e820 ranges (mm/memblock.c,
     memblock_find_in_range_node with bottom_up false).  ``reserved`` holds what is in use as
@@ -164,6 +184,12 @@ class KernelImage:
     @property
     def empty_zero_page(self) -> int:
         return self.bss.start
+
+    @property
+    def brk_pgt_buf(self) -> range:
+        """INIT_PGT_BUF_SIZE: the first 6 page-table pages come from the brk area at the end of
+        .bss (arch/x86/mm/init.c early_alloc_pgt_buf)."""
+        return range(self.bss.stop - 6, self.bss.stop)
 
     def text_va(self, pfn: int) -> int:
         return START_KERNEL_MAP + pfn * PAGE_SIZE

@@ -33,27 +33,91 @@ def text_mapping(memory: PhysicalMemory, layout: Layout, agent: str) -> None:
 
 def kernel_physical_mapping_init(memory: PhysicalMemory, layout: Layout, memblock: Memblock,
                                  agent: str, gbpages: bool = False) -> dict[int, int]:
-    """Map every RAM range of the e820 map at PAGE_OFFSET (init_mem_mapping): the ISA range
-    first, then each usable range; new PDPT/PD/PT frames come from ``memblock``, top-down.
-    Returns pages used per page size."""
+    """init_mem_mapping() (arch/x86/mm/init.c, v4.7): map the ISA range, then RAM top-down
+    (memory_map_top_down): first the highest free 2 MiB-aligned 2 MiB block, then ever larger
+    steps (x32) below it, the unaligned tail above it last.  Tables come from the brk pgt_buf
+    while it lasts (alloc_low_pages), then from memblock, top-down inside what is mapped
+    already.  Only e820 RAM is mapped.  Returns pages used per page size."""
+    brk = list(layout.image.brk_pgt_buf)
+    brk_top = layout.image.brk_pgt_buf.stop * PAGE_SIZE
+    mapped_top = [0]
+    can_use_brk = [True]
+
     def alloc() -> int:
-        pfn = memblock.alloc(1)
+        if brk and can_use_brk[0]:
+            pfn = brk.pop(0)
+        else:
+            pfn = memblock.alloc(1, below=mapped_top[0] or None)
         layout.table_frames.append(pfn)
         return pfn
 
     pt = PageTables(memory, alloc, agent, root=layout.image.init_level4_pgt * PAGE_SIZE)
-    sizes = ((1 << 30) if gbpages else (1 << 21), 1 << 21, 1 << 12)
+    sizes = tuple(sorted({(1 << 30) if gbpages else (1 << 21), 1 << 21, 1 << 12}))
     used: dict[int, int] = {}
-    ranges = [(0, 0x100000)] + [(e.start, e.end) for e in layout.e820 if e.usable and e.start >= 0x100000]
-    # memory_map_top_down: the highest ranges are mapped first (their tables come first)
-    for start, end in [ranges[0]] + sorted(ranges[1:], reverse=True):
-        got = pt.map_range(direct_va(start), start, end - start, sizes=tuple(sorted(set(sizes))), g=True, nx=True)
-        for k, v in got.items():
-            used[k] = used.get(k, 0) + v
+    ram = [(e.start, e.end) for e in layout.e820 if e.usable]
+
+    def map_ram(start: int, end: int) -> None:
+        """init_range_memory_mapping(): the RAM parts of [start, end); brk page tables only
+        for a range that does not overlap the brk buffer (can_use_brk_pgt)."""
+        brk_end = (brk[0] if brk else layout.image.brk_pgt_buf.stop) * PAGE_SIZE
+        can_use_brk[0] = max(start, brk_end) >= min(end, brk_top)
+        for rs, re_ in ram:
+            a, b = max(start, rs, 0x100000 if start >= 0x100000 else 0), min(end, re_)
+            if a < b:
+                for k, v in pt.map_range(direct_va(a), a, b - a, sizes=sizes, g=True, nx=True).items():
+                    used[k] = used.get(k, 0) + v
+                mapped_top[0] = max(mapped_top[0], b)
+
+    for k, v in pt.map_range(direct_va(0), 0, 0x100000, sizes=sizes, g=True, nx=True).items():
+        used[k] = used.get(k, 0) + v  # init_memory_mapping(0, ISA_END_ADDRESS)
+    top = max(e for _, e in ram)
+    real_end = _top_free_2m(layout, memblock, top)
+    start = real_end - (1 << 21)
+    map_ram(start, real_end)
+    step = 1 << 21
+    last = start
+    while last > 0x100000:
+        step <<= 5
+        start = max(0x100000, last - step)
+        map_ram(start, last)
+        last = start
+    map_ram(real_end, top)
+    names = {0: "PDPT", 1: "PD", 2: "PT"}
     for pfn in layout.table_frames:
-        layout.roles[pfn] = "direct-map table"
+        level = _level_of(memory, layout, pfn)
+        where = " in brk" if pfn in layout.image.brk_pgt_buf else ""
+        layout.roles[pfn] = f"direct-map {names.get(level, 'table')}{where}"
     return used
 
 
-def direct_map_va(pa: int) -> int:
-    return PAGE_OFFSET + pa
+def _top_free_2m(layout: Layout, memblock: Memblock, top: int) -> int:
+    """memblock_find_in_range(ISA_END, end, PMD_SIZE, PMD_SIZE) + PMD_SIZE: the end of the
+    highest free, 2 MiB-aligned 2 MiB block of RAM."""
+    for rs, re_ in sorted(((e.start, e.end) for e in layout.e820 if e.usable), reverse=True):
+        end = re_ & ~((1 << 21) - 1)
+        while end - (1 << 21) >= max(rs, 0x100000):
+            s = (end - (1 << 21)) // PAGE_SIZE
+            if not any(memblock.is_reserved(p) for p in range(s, s + 512)):
+                return end
+            end -= 1 << 21
+    raise ValueError("no free 2 MiB block of RAM to start the direct map")
+
+
+def _level_of(memory: PhysicalMemory, layout: Layout, pfn: int) -> int:
+    """0 for a PDPT hung off the PML4, 1 for a PD, 2 for a PT (by who points at it)."""
+    pml4 = layout.image.init_level4_pgt * PAGE_SIZE
+    target = pfn * PAGE_SIZE
+    frontier = [(pml4, -1)]
+    while frontier:
+        table, lvl = frontier.pop()
+        if lvl >= 2:
+            continue
+        for i in range(512) if lvl >= 0 else (272,):
+            e = memory.read_u64(table + i * 8)
+            if e & 1 and not (e & 0x80 and lvl >= 0):
+                nxt = e & 0x000FFFFFFFFFF000
+                if nxt == target:
+                    return lvl + 1
+                if lvl + 1 < 2 and nxt in {f * PAGE_SIZE for f in layout.table_frames}:
+                    frontier.append((nxt, lvl + 1))
+    return -1
