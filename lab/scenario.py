@@ -247,9 +247,7 @@ class Resume:
     # -- running -----------------------------------------------------------------------------
     @property
     def finished(self) -> bool:
-        m = self.machine
-        return (m.shutdown is not None or self.runtime.kernel.panicked is not None
-                or self.restore_kernel.panicked is not None or m.idle() or self.steps >= self.config.step_budget)
+        return self.steps >= self.config.step_budget or self._stopped()
 
     def step(self) -> list[Event]:
         if self.finished:
@@ -264,20 +262,30 @@ class Resume:
             raise ValueError("until must be an event kind, a phase, a time in ns or None")
         if isinstance(until, int) and not isinstance(until, bool) and until < 0:
             raise ValueError(f"until time must be >= 0 ns, got {until}")
-        out: list[Event] = []
-        while not self.finished:
-            if isinstance(until, int) and not isinstance(until, bool):
-                nxt = self.machine.sched.next_time()
-                if nxt is None or nxt > until:
+        m = self.machine
+        first = len(m.events)
+        by_time = isinstance(until, int) and not isinstance(until, bool)
+        phase = until if isinstance(until, str) and until in PHASES else None
+        kind = until if isinstance(until, str) and phase is None else None
+        budget = self.config.step_budget
+        while self.steps < budget and not self._stopped():
+            if by_time:
+                nxt = m.sched.next_time()
+                if nxt is None or nxt > until:  # type: ignore[operator]
                     break
-            evs = self.step()
-            out.extend(evs)
-            if isinstance(until, str):
-                if until in PHASES and self.runtime.phase == until:
-                    break
-                if any(e.kind == until for e in evs):
-                    break
-        return out
+            mark = len(m.events)
+            self.steps += 1
+            m.step()
+            if phase is not None and self.runtime.phase == phase:
+                break
+            if kind is not None and any(e.kind == kind for e in m.events[mark:]):
+                break
+        return m.events[first:]
+
+    def _stopped(self) -> bool:
+        m = self.machine
+        return (m.shutdown is not None or self.runtime.kernel.panicked is not None
+                or self.restore_kernel.panicked is not None or m.idle())
 
     @property
     def phase(self) -> str:

@@ -142,9 +142,14 @@ class Cpu:
     # -- translation and memory --------------------------------------------------------------
     def translate(self, va: int, *, write: bool = False, fetch: bool = False, why: str = "") -> int:
         """Linear -> physical through this CPU's TLB and tables; raises CpuFault."""
-        m = self.machine
         if self.cr3 is None:
             return va
+        entries = self.tlb.entries  # TLB hit fast path: the same answer walk() gives on a hit
+        for mask in (0xFFF, 0x1FFFFF, 0x3FFFFFFF):
+            hit = entries.get(va & ~mask)
+            if hit is not None and hit[1] == mask + 1 and (hit[2] or not write):
+                return hit[0] + (va & mask)
+        m = self.machine
         w = walk(m.memory, self.cr3, va, write=write, fetch=fetch, tlb=self.tlb, agent=self.agent)
         if not w.tlb_hit:
             self.last_walk = w
@@ -192,7 +197,7 @@ class Cpu:
         try:
             ins = self.fetch()
             self.rip = start + ins.size
-            m.emit("exec", self.id, rip=start, op=ins.op, text=ins.text())
+            m.emit("exec", self.id, rip=start, op=ins.op)
             return self.execute(ins, start)
         except CpuFault as exc:
             self.rip = start

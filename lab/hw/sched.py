@@ -68,6 +68,14 @@ class Scheduler:
         self._when[actor] = self._seq
         heapq.heappush(self._heap, (at, self._seq, actor))
 
+    def advance(self, at: int) -> None:
+        """Move the clock forward for the running actor's own work (e.g. the pages of one REP
+        MOVS), allowed only up to the next scheduled event so no one's turn is skipped."""
+        nxt = self.next_time()
+        if at < self.now or (nxt is not None and at > nxt):
+            raise ValueError(f"cannot advance the clock to {at}: now {self.now}, next event {nxt}")
+        self.now = at
+
     def cancel(self, actor: int) -> None:
         self._when.pop(actor, None)
 

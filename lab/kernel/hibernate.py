@@ -50,6 +50,7 @@ def snapshot(memory: PhysicalMemory, used: Intervals) -> Image:
     image = Image()
     overrides = sorted(memory.overridden())
     ranges = list(memory.ranges())
+    range_starts = [r.start_pfn for r in ranges]
     for s, e in used:
         lo = bisect_right(overrides, s - 1)
         hi = bisect_right(overrides, e - 1)
@@ -60,12 +61,15 @@ def snapshot(memory: PhysicalMemory, used: Intervals) -> Image:
         gaps = subtract([(s, e)], [(p, p + 1) for p in own])
         for gs, ge in gaps:
             covered: Intervals = []
-            for r in ranges:
+            i = max(0, bisect_right(range_starts, gs) - 1)
+            while i < len(ranges) and ranges[i].start_pfn < ge:
+                r = ranges[i]
                 a, b = max(gs, r.start_pfn), min(ge, r.start_pfn + r.count)
                 if a < b:
                     image.pieces.append(TaggedRange(a, b - a, r.kind, r.seed, r.first_index + a - r.start_pfn))
                     covered.append((a, b))
-            for zs, ze in subtract([(gs, ge)], normalize(covered)):
+                i += 1
+            for zs, ze in subtract([(gs, ge)], covered):
                 for pfn in range(zs, ze):
                     image.pages[pfn] = ZERO
     image.pieces.sort(key=lambda p: p.start_pfn)

@@ -94,11 +94,11 @@ def core_restore_code() -> Program:
     page to its original frame (rep movsq), then jump to restore_registers."""
     return Program("core_restore_code", [
         I("mov", "rdx", "rsi", comment="rdx = restore_pblist"),
-        "loop:",
         I("cmp", "rdx", 0),
         I("je", "done"),
-        I("model", "copy_pbe", comment="rep movsq: pbe->address -> pbe->orig_address; rdx = pbe->next"),
-        I("jmp", "loop"),
+        "loop:",
+        I("model", "copy_pbe", comment="rep movsq pbe->address -> pbe->orig_address; rdx = pbe->next; test"),
+        I("jne", "loop"),
         "done:",
         I("jmp_reg", "r8", comment="restore_registers (image kernel)"),
     ], source="arch/x86/power/hibernate_asm_64.S: core_restore_code")

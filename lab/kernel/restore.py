@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
 @dataclass(frozen=True)
 class RestoreTiming:
     page_copy_ns: int = 1_000  # rep movsq of 4 KiB
+    copy_batch: int = 64  # pages streamed in one step at most (keeps one step short)
 
 
 @dataclass
@@ -121,16 +122,32 @@ class Runtime:
         return m.timing.instr_ns
 
     def copy_pbe(self, cpu: Cpu, at: int) -> int:
-        """One iteration of core_restore_code: copy pbe->address to pbe->orig_address."""
+        """core_restore_code's loop body: copy pbe->address to pbe->orig_address (rep movsq),
+        rdx = pbe->next, test.  Consecutive pbes are streamed in one step (at most
+        ``copy_batch``) while no other CPU has anything due before the copy finishes, so the
+        interleaving is the same as page by page; each page still has its own timed event."""
         m = self.machine
-        i = cpu.regs["rdx"] - 1
-        pbe = self.loaded.pblist[i]
-        m.memory.copy_page(pbe.address, pbe.orig_address, cpu.agent)
-        self.copied += 1
-        m.emit("page_copied", cpu.id, pfn=pbe.orig_address, src=pbe.address, index=i,
-               role=self.restore.layout.roles.get(pbe.orig_address, "free/other"))
-        cpu.regs["rdx"] = i + 2 if i + 1 < len(self.loaded.pblist) else 0
-        return m.jitter.scale(self.timing.page_copy_ns)
+        pblist = self.loaded.pblist
+        roles = self.restore.layout.roles
+        ns = 0
+        for k in range(self.timing.copy_batch):
+            if k:
+                nxt = m.sched.next_time()
+                if nxt is not None and m.sched.now + ns > nxt:
+                    break
+                m.sched.advance(m.sched.now + ns)
+            i = cpu.regs["rdx"] - 1
+            pbe = pblist[i]
+            m.memory.copy_page(pbe.address, pbe.orig_address, cpu.agent)
+            self.copied += 1
+            m.emit("page_copied", cpu.id, pfn=pbe.orig_address, src=pbe.address, index=i,
+                   role=roles.get(pbe.orig_address, "other"))
+            cpu.regs["rdx"] = i + 2 if i + 1 < len(pblist) else 0
+            ns = m.jitter.scale(self.timing.page_copy_ns)
+            if cpu.regs["rdx"] == 0:
+                break
+        cpu.zf = cpu.regs["rdx"] == 0  # testq %rdx, %rdx
+        return ns
 
     # -- image kernel ------------------------------------------------------------------------
     def restore_registers(self, cpu: Cpu, at: int) -> int:
