@@ -50,7 +50,7 @@ class Config:
     kernel_text_pages: int = 2048
     kernel_data_pages: int = 512
     kernel_bss_pages: int = 512
-    early_noise_pages: int = 256
+    early_noise_pages: int = 1024
     late_noise_pages: int = 64
     image_early_noise: int | None = None  # exact early reservations of each boot (None: seeded)
     restore_early_noise: int | None = None

@@ -1,0 +1,88 @@
+"""``python -m lab``: run a resume, list presets and fixes, replay a trace.
+
+Exit status: 0 for every finished simulation whatever its outcome, 2 for bad input.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+from . import trace
+from .fixes import FIXES
+from .scenario import PRESETS, Config, Resume
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, no usage dump
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m lab", description="The hibernation-resume lab: run the 2016 bug and its fixes.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = sub.add_parser("run", help="simulate one resume and print what happened")
+    run.add_argument("--preset", default="default", help=f"one of: {', '.join(PRESETS)}")
+    run.add_argument("--fix", default=None, help=f"one of: {', '.join(FIXES)} (default: the preset's, mwait)")
+    run.add_argument("--cpus", type=int, default=None, help="number of CPUs (2 to 64)")
+    run.add_argument("--ram", default=None, help="RAM size, e.g. 256M, 8G")
+    run.add_argument("--image", default=None, help="image size, e.g. 2G")
+    run.add_argument("--seed", type=int, default=None, help="seed of the run's generator (>= 0)")
+    run.add_argument("--json", action="store_true", help="print one JSON object")
+    run.add_argument("--trace", default=None, help="write the trace (config and events) to FILE")
+    sub.add_parser("presets", help="list the presets")
+    sub.add_parser("fixes", help="list the fixes")
+    rp = sub.add_parser("replay", help="run a trace's configuration again and compare digests")
+    rp.add_argument("file")
+    return p
+
+
+def _summary_text(s: dict) -> str:
+    lines = [f"preset {s['config']['preset']}, fix {s['fix']}, seed {s['seed']}: {s['outcome']}",
+             f"  pages copied: {s['pages_copied']}, simulated time: {s['time_ns'] / 1e6:.3f} ms, steps: {s['steps']}",
+             "  wake-ups per CPU: " + ", ".join(f"cpu{k}={v}" for k, v in s["wakeups"].items())]
+    for f in s["faults"]:
+        during = f" while delivering {f['during']}" if f["during"] else ""
+        walk = " -> ".join(f"L{w['level']}@{w['frame']}:{w['entry']}" for w in f["walk"])
+        lines.append(f"  fault: cpu{f['cpu']} {f['vector']} at {f['address']} (error code {f['error_code']:#x}, "
+                     f"rip {f['rip']}){during}" + (f"\n    walk: {walk}" if walk else ""))
+    if s["oops"]:
+        lines.append("  oops:\n" + "\n".join("    " + ln for ln in s["oops"].splitlines()))
+    if s.get("mismatched_frames"):
+        lines.append(f"  frames differing from the image: {s['mismatched_frames']}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "presets":
+            for name, (text, _) in PRESETS.items():
+                print(f"{name:<12} {text}")
+            return 0
+        if args.command == "fixes":
+            for name, fix in FIXES.items():
+                print(f"{name:<12} {fix.title}")
+            return 0
+        if args.command == "replay":
+            data = trace.load(args.file)
+            r, same = trace.replay(data)
+            print(f"replayed {args.file}: outcome {r.outcome}, digest {'matches' if same else 'DIFFERS'}")
+            return 0 if same else 1
+        config = Config.from_preset(args.preset, fix=args.fix, cpus=args.cpus, ram=args.ram, image=args.image,
+                                    seed=args.seed)
+        r = Resume(config)
+        r.run()
+        s = r.summary()
+        s["digest"] = trace.digest(r.events)
+        if args.trace:
+            try:
+                trace.save(r, args.trace)
+            except OSError as exc:
+                raise ValueError(f"cannot write trace file {args.trace!r}: {exc.strerror or exc}") from None
+        print(json.dumps(s, sort_keys=True) if args.json else _summary_text(s))
+        return 0
+    except ValueError as exc:
+        print(f"python -m lab: error: {exc}", file=sys.stderr)
+        return 2
