@@ -1,0 +1,51 @@
+"""Issue 3 targets: a whole resume of the default and workshop presets, and one step()."""
+from __future__ import annotations
+
+import statistics
+import time
+import tracemalloc
+
+from harness import median_us
+
+from lab.scenario import Resume
+
+
+def _full(preset: str) -> None:
+    r = Resume(preset=preset, fix="mwait", seed=0)
+    r.run()
+
+
+def bench_default_full_run():
+    """Build (two boots, snapshot, load) plus run to the end: <= 1 s median."""
+    return {"name": "default preset, one full run", "median_us": median_us(lambda: _full("default"), repeat=3, min_time=0),
+            "target_us": 1_000_000}
+
+
+def bench_default_peak_memory():
+    """Peak Python memory of one default run: <= 200 MiB (tracemalloc)."""
+    tracemalloc.start()
+    t = time.perf_counter()
+    _full("default")
+    elapsed = time.perf_counter() - t
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    mib = peak / (1 << 20)
+    return {"name": "default preset, peak memory (MiB)", "median_us": elapsed * 1e6, "peak_MiB": round(mib, 1),
+            "ok": mib <= 200, "target_MiB": 200}
+
+
+def bench_workshop_full_run():
+    return {"name": "workshop preset, one full run", "median_us": median_us(lambda: _full("workshop"), repeat=5),
+            "target_us": 200_000}
+
+
+def bench_one_step():
+    """Median of the individual step() calls of a report-2016 run: <= 1 ms."""
+    r = Resume(preset="report-2016", fix="hlt", seed=0)
+    times = []
+    while not r.finished:
+        t = time.perf_counter()
+        r.step()
+        times.append(time.perf_counter() - t)
+    return {"name": "one Resume.step()", "median_us": statistics.median(times) * 1e6, "target_us": 1_000,
+            "max_us": round(max(times) * 1e6), "steps": len(times)}
