@@ -54,7 +54,43 @@ class Hlt(Fix):
     play_dead = "hlt_play_dead"
 
 
-FIXES: dict[str, Fix] = {f.name: f for f in (Mwait(), Hlt(), ZeroPage())}
+class Init(Fix):
+    name = "init"
+    title = "reviewer: kick parked CPUs to INIT (wait-for-SIPI) before the copy"
+    source = "2016 thread (reviewer); wakeup_secondary_cpu_via_init() sends the INIT"
+    play_dead = "hlt_play_dead"
+
+    def before_copy(self, rt: "Runtime", cpu0: Cpu) -> None:
+        """Right before core_restore_code: INIT every parked CPU; in wait-for-SIPI a CPU
+        executes nothing and touches no memory, and NMI and SMI do not wake it."""
+        for cpu in rt.machine.cpus[1:]:
+            rt.machine.apic.send(cpu.id, "init", src=cpu0.agent)
+
+
+class Trampoline(Fix):
+    name = "trampoline"
+    title = "reviewer: park CPUs in a safe-page trampoline (mwait on a safe line)"
+    source = "2016 thread (reviewer): a safe page, every CPU jumps there and spins"
+    play_dead = "trampoline_spin"
+
+    def park(self, rt: "Runtime", cpu: Cpu) -> None:
+        """Jump to a loop in a safe page, on page tables in safe pages, monitoring this CPU's
+        line of a safe data page: nothing there is written by the copy."""
+        from .kernel.programs import safe_page_spin
+
+        if rt.trampoline is None:
+            rt.trampoline = rt.place_in_safe_page(safe_page_spin(rt.restore.params.mwait_hint))
+        cr3, placed, data_va = rt.trampoline
+        cpu.cr3 = cr3
+        cpu.tlb.flush_non_global()
+        cpu.rip = placed.base
+        cpu.regs["rbx"] = data_va + cpu.id * 64
+        cpu.if_flag = False
+        rt.machine.emit("play_dead", cpu.id, program=self.play_dead)
+        rt.machine.start(cpu.id, rt.machine.sched.now + rt.machine.timing.instr_ns)
+
+
+FIXES: dict[str, Fix] = {f.name: f for f in (Mwait(), Hlt(), ZeroPage(), Init(), Trampoline())}
 
 
 def get_fix(name: str) -> Fix:

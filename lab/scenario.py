@@ -21,6 +21,20 @@ from .kernel.instance import BootParams, Kernel
 from .kernel.layout import e820_for, punch_holes
 from .kernel.restore import RestoreTiming, Runtime
 
+INJECTABLE = ("nmi", "smi", "mce", "init")
+
+
+def parse_injection(text: str) -> tuple[str, int, int]:
+    """'nmi:1@30000000' -> ("nmi", 1, 30000000): an NMI to CPU 1 at t = 30 ms."""
+    try:
+        kind, rest = text.split(":", 1)
+        cpu, at = rest.split("@", 1)
+        return kind.strip().lower(), int(cpu), int(at)
+    except ValueError:
+        raise ValueError(f"malformed injection {text!r}; allowed: KIND:CPU@TIME_NS with KIND one of "
+                         f"{', '.join(INJECTABLE)}, e.g. nmi:1@30000000") from None
+
+
 PHASES = ("boot", "load-image", "disable-nonboot", "copy", "image-kernel", "online", "resumed")
 OUTCOMES = ("resumed", "panic", "triple_fault", "corrupted", "timeout")
 GiB, MiB = 1 << 30, 1 << 20
@@ -58,6 +72,7 @@ class Config:
     restore_in_use: int | str = 16 * MiB
     same_build: bool = True
     step_budget: int = 2_000_000
+    inject: tuple[tuple[str, int, int], ...] = ()  # (nmi|smi|mce|init, cpu, time in ns): fault injection
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
@@ -94,6 +109,12 @@ class Config:
             raise ValueError(
                 f"image too small: it holds at least the kernel and its boot allocations "
                 f"(about {(kernel + self.ram // 64 + 8 * MiB) >> 20} MiB), got {self.image >> 20} MiB")
+        set_("inject", tuple(parse_injection(i) if isinstance(i, str) else tuple(i) for i in self.inject))
+        for kind, cpu, at in self.inject:
+            if kind not in INJECTABLE or not isinstance(cpu, int) or not 0 <= cpu < self.cpus \
+                    or not isinstance(at, int) or at < 0:
+                raise ValueError(f"injection {(kind, cpu, at)!r}: allowed kinds {', '.join(INJECTABLE)}, "
+                                 f"a CPU 0 to {self.cpus - 1}, a time >= 0 ns")
         if self.step_budget < 1:
             raise ValueError("step_budget must be >= 1")
         if not 0 <= self.jitter < 1:
@@ -233,6 +254,9 @@ class Resume:
             park_idle(rt, cpu)
         self.restore_kernel.enter(m.cpus[0], "resume_target_kernel")
         m.start(0)
+        for kind, cpu, at in c.inject:
+            m.at(at, lambda kind=kind, cpu=cpu: (m.emit("inject", cpu, ipi=kind),
+                                                 m.apic.send(cpu, kind, src="platform")))
         self.steps = 0
         self._pblist_pos = {pbe.orig_address: i for i, pbe in enumerate(self.loaded.pblist)}
         self._verified: list[int] | None = None

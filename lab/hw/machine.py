@@ -18,6 +18,7 @@ from .monitor import MonitorUnit
 from .sched import Event, Jitter, Scheduler
 
 MAX_CPUS = 64
+TIMER_BASE = 1 << 20  # scheduler ids from here on are platform events, not CPUs
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class Machine:
         self.events: list[Event] = []
         self.observers: list[Callable[[Event], None]] = []
         self.shutdown: str | None = None  # set by a triple fault
+        self._timers: dict[int, Callable[[], None]] = {}  # platform events (fault injection)
 
     # -- events ------------------------------------------------------------------------------
     def emit(self, kind: str, cpu: int | None, /, **data: Any) -> Event:
@@ -104,8 +106,15 @@ class Machine:
         c.state = RunState.RUNNING
         self.sched.schedule(cpu, self.sched.now if at is None else at)
 
+    def at(self, when: int, action: Callable[[], None]) -> None:
+        """Run ``action`` (e.g. an injected NMI) when the clock reaches ``when`` ns."""
+        actor = TIMER_BASE + len(self._timers)
+        self._timers[actor] = action
+        self.sched.schedule(actor, max(when, self.sched.now))
+
     def step(self) -> list[Event]:
-        """Run the next scheduled CPU for one instruction; returns the events it produced."""
+        """Run the next scheduled CPU for one instruction (or a due platform event); returns
+        the events it produced."""
         first = len(self.events)
         if self.shutdown is not None:
             return []
@@ -113,6 +122,9 @@ class Machine:
         if nxt is None:
             return []
         _, cid = nxt
+        if cid >= TIMER_BASE:
+            self._timers.pop(cid)()
+            return self.events[first:]
         cpu = self.cpus[cid]
         if cpu.state != RunState.RUNNING:
             return self.events[first:]
@@ -122,7 +134,7 @@ class Machine:
         return self.events[first:]
 
     def idle(self) -> bool:
-        """Nothing scheduled: every CPU sleeps, waits or is off."""
+        """Nothing scheduled: every CPU sleeps, waits or is off, and no platform event is due."""
         return self.sched.next_time() is None
 
     def triple_fault(self, cpu: int, why: str) -> None:

@@ -222,7 +222,7 @@ class PhysicalMemory:
         pfn = paddr >> PAGE_SHIFT
         arr = self._frames.get(pfn)
         if arr is not None:
-            return int(arr[(paddr & 0xFFF) >> 3])
+            return arr.item((paddr & 0xFFF) >> 3)  # a Python int, as int(arr[i]) but faster
         if pfn >= self.nr_frames:
             self.check_paddr(paddr, 8)
             return ALL_ONES

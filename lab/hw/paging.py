@@ -164,10 +164,16 @@ class TLB:
     psc: dict[tuple[int, int], tuple[int, bool]] = field(default_factory=dict)
 
     def lookup(self, va: int) -> tuple[int, int, bool, bool] | None:
-        for size in (1 << 12, 1 << 21, 1 << 30):
-            hit = self.entries.get(va & ~(size - 1))
-            if hit is not None and hit[1] == size:
-                return hit
+        get = self.entries.get
+        hit = get(va & ~0xFFF)
+        if hit is not None and hit[1] == 1 << 12:
+            return hit
+        hit = get(va & ~0x1F_FFFF)
+        if hit is not None and hit[1] == 1 << 21:
+            return hit
+        hit = get(va & ~0x3FFF_FFFF)
+        if hit is not None and hit[1] == 1 << 30:
+            return hit
         return None
 
     def flush_non_global(self) -> None:
@@ -190,6 +196,10 @@ class TLB:
         return len(self.entries)
 
 
+_tuple_new = tuple.__new__  # builds the NamedTuples below without their slower __new__
+_LARGE_RSVD = (0, ((1 << 30) - 1) & ~((1 << 13) - 1), ((1 << 21) - 1) & ~((1 << 13) - 1), 0)
+
+
 def walk(mem: PhysicalMemory, cr3: int, va: int, *, write: bool = False, user: bool = False,
          fetch: bool = False, tlb: TLB | None = None, agent: str = "cpu?",
          set_accessed: bool = True) -> Walk:
@@ -197,15 +207,17 @@ def walk(mem: PhysicalMemory, cr3: int, va: int, *, write: bool = False, user: b
     TLB first, then the deepest paging-structure-cache hit, then memory.  A/D flags are set by
     locked stores from ``agent`` (SDM 4.8) only when they were clear.  Returns the levels read.
     """
-    if not is_canonical(va):
-        return Walk(va, (), None, Fault("#GP", va, 0), 0, False, 0)
+    top = va >> 47
+    if top and top != 0x1FFFF:  # not canonical (is_canonical, inlined: this is the hot path)
+        return _tuple_new(Walk, (va, (), None, Fault("#GP", va, 0), 0, False, 0))
     ec_base = (PF_WR if write else 0) | (PF_US if user else 0) | (PF_ID if fetch else 0)
     if tlb is not None:
         hit = tlb.lookup(va)
         if hit is not None and (hit[2] or not write):
             base, size, _, _ = hit
-            return Walk(va, (), base + (va & (size - 1)), None, size, True, 4)
-    phys_bits = mem.phys_bits
+            return _tuple_new(Walk, (va, (), base + (va & (size - 1)), None, size, True, 4))
+    phys_mask = (1 << mem.phys_bits) - 1
+    rsvd = ((1 << 52) - 1) & ~phys_mask  # bits 51:MAXPHYADDR, as reserved_mask() computes
     table = cr3 & ADDR_MASK
     start = 0
     writable = True
@@ -216,34 +228,40 @@ def walk(mem: PhysicalMemory, cr3: int, va: int, *, write: bool = False, user: b
                 # the cache entry carries the combined R/W of the levels it skips (SDM 4.10.3.1)
                 table, start, writable = cached[0], level + 1, cached[1]
                 break
+    read_u64 = mem.read_u64
     steps = []
     for level in range(start, 4):
-        index = (va >> SHIFTS[level]) & 511
+        shift = SHIFTS[level]
+        index = (va >> shift) & 511
         eaddr = table + index * 8
-        e = mem.read_u64(eaddr)
-        steps.append(WalkStep(level, table, index, e))
+        e = read_u64(eaddr)
+        steps.append(_tuple_new(WalkStep, (level, table, index, e)))
         if not e & P:
-            return Walk(va, tuple(steps), None, Fault("#PF", va, ec_base), 0, False, start)
-        if e & reserved_mask(level, e, phys_bits):
-            return Walk(va, tuple(steps), None, Fault("#PF", va, ec_base | PF_P | PF_RSVD), 0, False, start)
+            return _tuple_new(Walk, (va, tuple(steps), None, Fault("#PF", va, ec_base), 0, False, start))
+        leaf = level == 3 or (level != 0 and e & PS)
+        # reserved_mask(level, e, phys_bits), inlined
+        if e & (rsvd | (PS if level == 0 else _LARGE_RSVD[level] if leaf else 0)):
+            return _tuple_new(Walk, (va, tuple(steps), None, Fault("#PF", va, ec_base | PF_P | PF_RSVD), 0,
+                                     False, start))
         writable = writable and bool(e & RW)
-        if write and not writable:
-            return Walk(va, tuple(steps), None, Fault("#PF", va, ec_base | PF_P), 0, False, start)
-        leaf = level == 3 or (e & PS and level in (1, 2))
+        # access rights are those of the whole translation (SDM 4.6): checked at the leaf, so a
+        # not-present or reserved entry below a read-only one still reports P=0 or RSVD (SDM 4.7)
+        if leaf and write and not writable:
+            return _tuple_new(Walk, (va, tuple(steps), None, Fault("#PF", va, ec_base | PF_P), 0, False, start))
         if set_accessed:
             want = A | (D if leaf and write else 0)
             if e & want != want:
                 e |= want
                 mem.write_u64(eaddr, e, agent)
         if leaf:
-            size = 1 << SHIFTS[level]
-            base = e & ADDR_MASK & ~(size - 1) & ((1 << phys_bits) - 1)
+            size = 1 << shift
+            base = e & ADDR_MASK & ~(size - 1) & phys_mask
             if tlb is not None:
                 # a translation cached while D=0 cannot serve a write: the first write walks
                 # again and sets D (SDM 4.8)
                 tlb.entries[va & ~(size - 1)] = (base, size, writable and bool(write or e & D), bool(e & G))
-            return Walk(va, tuple(steps), base + (va & (size - 1)), None, size, False, start)
-        table = e & ADDR_MASK & ((1 << phys_bits) - 1)
+            return _tuple_new(Walk, (va, tuple(steps), base + (va & (size - 1)), None, size, False, start))
+        table = e & ADDR_MASK & phys_mask
         if tlb is not None:
-            tlb.psc[(level, va >> SHIFTS[level])] = (table, writable)
+            tlb.psc[(level, va >> shift)] = (table, writable)
     raise AssertionError("unreachable")  # pragma: no cover

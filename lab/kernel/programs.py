@@ -60,12 +60,18 @@ def hlt_play_dead() -> Program:
     ], source="arch/x86/kernel/smpboot.c: hlt_play_dead()")
 
 
-def safe_page_spin() -> Program:
-    """The reviewer's trampoline: a loop in a safe page, reached through tables in safe pages,
-    so nothing it touches is overwritten by the copy; kicked out by INIT after the resume."""
+def safe_page_spin(hint: int) -> Program:
+    """The reviewer's hibernation trampoline: a loop in a safe page, reached through page
+    tables in safe pages, monitoring a line of a safe page (rbx); nothing it touches is
+    overwritten by the copy.  The image kernel kicks it out with INIT."""
     return Program("trampoline_spin", [
         "loop:",
-        I("hlt", comment="parked in a safe page"),
+        I("mov", "rax", "rbx", comment="this CPU's line in a safe page"),
+        I("mov", "rcx", 0),
+        I("mov", "rdx", 0),
+        I("monitor"),
+        I("mov", "rax", hint),
+        I("mwait"),
         I("jmp", "loop"),
     ], source="2016 thread: hibernation trampoline in a safe page")
 

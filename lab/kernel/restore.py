@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
 from ..hw.cpu import Cpu, RunState
+from ..hw.isa import Placed, Program
 from ..hw.machine import Machine
+from ..hw.memory import ContentTag
 from ..hw.pagetable import PageTables
 from .hibernate import Image, Loaded
 from .hotplug import HotplugTiming, Progress, cpu_down_step, cpu_up_step
@@ -22,6 +24,9 @@ from .layout import PAGE_OFFSET, PAGE_SIZE, START_KERNEL_MAP, direct_va
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..fixes import Fix
+
+
+SAFE_CODE_INDEX = 1 << 40  # content index of code copied into safe pages
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,7 @@ class Runtime:
     done: bool = False
     copied: int = 0
     temp_tables: list[int] = field(default_factory=list)
+    trampoline: tuple[int, Placed, int] | None = None  # (cr3, code, data address) in safe pages
 
     def __post_init__(self) -> None:
         self.kernel = self.restore  # the kernel whose code runs now
@@ -81,6 +87,29 @@ class Runtime:
     def _phase_then(self, phase: str, fn: Callable[["Runtime", Cpu, int], int], cpu: Cpu, at: int) -> int:
         self.set_phase(phase)
         return fn(self, cpu, at)
+
+    # -- safe pages ---------------------------------------------------------------------------
+    def _safe_page(self, role: str) -> int:
+        pfn = self.loaded.safe.get()
+        self.restore.layout.memblock.reserve(pfn, 1)
+        self.restore.layout.roles[pfn] = role
+        return pfn
+
+    def place_in_safe_page(self, program: Program) -> tuple[int, Placed, int]:
+        """A program in a safe page with a data page beside it, both reachable through their
+        own page tables in safe pages: nothing the copy writes.  Returns (cr3, the placed
+        program, the data page's address)."""
+        m, agent = self.machine, self.machine.cpus[0].agent
+        code = self._safe_page(f"{program.name} code (safe page)")
+        data = self._safe_page(f"{program.name} data (safe page)")
+        m.memory.write_page(code, ContentTag("text", self.restore.params.build_id, SAFE_CODE_INDEX + code), agent)
+        tables = PageTables(m.memory, lambda: self._safe_page(f"{program.name} page table (safe page)"), agent)
+        for pfn in (code, data):
+            tables.map(direct_va(pfn * PAGE_SIZE), pfn * PAGE_SIZE)
+        placed = program.place(direct_va(code * PAGE_SIZE))
+        m.place_code(placed, lambda va: va - PAGE_OFFSET)
+        self.restore.placed[program.name] = placed
+        return tables.root, placed, direct_va(data * PAGE_SIZE)
 
     # -- restore kernel ----------------------------------------------------------------------
     def swsusp_arch_resume(self, cpu: Cpu, at: int) -> int:
