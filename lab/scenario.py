@@ -55,6 +55,7 @@ class Config:
     e820_end_below_4g: int | None = None  # end of usable RAM below the hole (None: 3 GiB)
     holes: tuple[tuple[int, int], ...] = ()  # extra firmware-reserved ranges (ACPI, ...)
     gbpages: bool = False
+    debug_pagealloc: bool = False  # CONFIG_DEBUG_PAGEALLOC: the direct map in 4 KiB pages
     line_size: int = 64
     clflush_triggers: bool = True
     deep_cstate_loses_tlb: bool = True
@@ -166,10 +167,11 @@ class Config:
 
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "default": ("8 CPUs (4 cores x 2 threads), 8 GiB, a 2 GiB image", {}),
-    "workshop": ("4 CPUs, 256 MiB, a 96 MiB image: every frame fits on screen",
+    "workshop": ("4 CPUs, 256 MiB, a 96 MiB image, debug_pagealloc (4 KiB direct map): every frame fits "
+                 "on screen and mwait fails at seed 0",
                  dict(cpus=4, threads_per_core=2, ram=256 * MiB, image=96 * MiB, kernel_text_pages=1024,
-                      kernel_data_pages=256, kernel_bss_pages=256, early_noise_pages=64, late_noise_pages=16,
-                      restore_in_use=8 * MiB)),
+                      kernel_data_pages=256, kernel_bss_pages=256, early_noise_pages=512, late_noise_pages=16,
+                      restore_in_use=8 * MiB, debug_pagealloc=True)),
     "report-2016": ("the report's machine: 4 CPUs, 8 GiB, usable RAM below 4 GiB ending at 0xba9f7000; "
                     "with mwait CPU 1 faults at 0xffff8800ba800010",
                     dict(cpus=4, threads_per_core=2, ram=8 * GiB, image=2 * GiB, e820_end_below_4g=0xBA9F7000,
@@ -219,7 +221,7 @@ class Resume:
         self.rng = rng
         e820 = c.e820()
         base = dict(nr_cpus=c.cpus, text_pages=c.kernel_text_pages, data_pages=c.kernel_data_pages,
-                    bss_pages=c.kernel_bss_pages, gbpages=c.gbpages, early_noise_pages=c.early_noise_pages,
+                    bss_pages=c.kernel_bss_pages, gbpages=c.gbpages, debug_pagealloc=c.debug_pagealloc, early_noise_pages=c.early_noise_pages,
                     late_noise_pages=c.late_noise_pages, late_noise_exact=c.late_noise_exact)
         # the image kernel: booted, ran, and wrote the snapshot
         image_mem = PhysicalMemory(c.phys_size)

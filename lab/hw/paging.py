@@ -197,7 +197,19 @@ class TLB:
 
 
 _tuple_new = tuple.__new__  # builds the NamedTuples below without their slower __new__
-_LARGE_RSVD = (0, ((1 << 30) - 1) & ~((1 << 13) - 1), ((1 << 21) - 1) & ~((1 << 13) - 1), 0)
+_MASKS: dict[int, tuple[int, ...]] = {}
+
+
+def _masks(phys_bits: int) -> tuple[int, ...]:
+    """Per MAXPHYADDR: reserved_mask() of a non-leaf entry at levels 0..3, of a leaf entry at
+    levels 0..3, then the mask of an entry's address bits."""
+    m = _MASKS.get(phys_bits)
+    if m is None:
+        hi = ((1 << 52) - 1) & ~((1 << phys_bits) - 1)
+        large = (0, ((1 << 30) - 1) & ~((1 << 13) - 1), ((1 << 21) - 1) & ~((1 << 13) - 1), 0)
+        m = _MASKS[phys_bits] = (hi | PS, hi, hi, hi, hi | PS, hi | large[1], hi | large[2], hi,
+                                 ADDR_MASK & ((1 << phys_bits) - 1))
+    return m
 
 
 def walk(mem: PhysicalMemory, cr3: int, va: int, *, write: bool = False, user: bool = False,
@@ -210,58 +222,68 @@ def walk(mem: PhysicalMemory, cr3: int, va: int, *, write: bool = False, user: b
     top = va >> 47
     if top and top != 0x1FFFF:  # not canonical (is_canonical, inlined: this is the hot path)
         return _tuple_new(Walk, (va, (), None, Fault("#GP", va, 0), 0, False, 0))
-    ec_base = (PF_WR if write else 0) | (PF_US if user else 0) | (PF_ID if fetch else 0)
     if tlb is not None:
         hit = tlb.lookup(va)
         if hit is not None and (hit[2] or not write):
             base, size, _, _ = hit
             return _tuple_new(Walk, (va, (), base + (va & (size - 1)), None, size, True, 4))
-    phys_mask = (1 << mem.phys_bits) - 1
-    rsvd = ((1 << 52) - 1) & ~phys_mask  # bits 51:MAXPHYADDR, as reserved_mask() computes
+    masks = _masks(mem.phys_bits)
+    addr_mask = masks[8]
     table = cr3 & ADDR_MASK
     start = 0
     writable = True
-    if tlb is not None and tlb.psc:
-        for level in (2, 1, 0):
-            cached = tlb.psc.get((level, va >> SHIFTS[level]))
-            if cached is not None:
-                # the cache entry carries the combined R/W of the levels it skips (SDM 4.10.3.1)
-                table, start, writable = cached[0], level + 1, cached[1]
-                break
-    read_u64 = mem.read_u64
+    psc = None
+    if tlb is not None:
+        psc = tlb.psc
+        if psc:
+            for level in (2, 1, 0):
+                cached = psc.get((level, va >> SHIFTS[level]))
+                if cached is not None:
+                    # the entry carries the combined R/W of the levels it skips (SDM 4.10.3.1)
+                    table, start, writable = cached[0], level + 1, cached[1]
+                    break
+    # table frames are nearly always materialized: read those directly, anything else (a
+    # tagged or never-written frame, an address beyond RAM) through read_u64
+    frame_of = getattr(mem, "_frames", {}).get
     steps = []
     for level in range(start, 4):
         shift = SHIFTS[level]
         index = (va >> shift) & 511
-        eaddr = table + index * 8
-        e = read_u64(eaddr)
+        arr = frame_of(table >> 12)
+        e = arr.item(index) if arr is not None else mem.read_u64(table + index * 8)
         steps.append(_tuple_new(WalkStep, (level, table, index, e)))
         if not e & P:
-            return _tuple_new(Walk, (va, tuple(steps), None, Fault("#PF", va, ec_base), 0, False, start))
-        leaf = level == 3 or (level != 0 and e & PS)
-        # reserved_mask(level, e, phys_bits), inlined
-        if e & (rsvd | (PS if level == 0 else _LARGE_RSVD[level] if leaf else 0)):
-            return _tuple_new(Walk, (va, tuple(steps), None, Fault("#PF", va, ec_base | PF_P | PF_RSVD), 0,
+            ec = (PF_WR if write else 0) | (PF_US if user else 0) | (PF_ID if fetch else 0)
+            return _tuple_new(Walk, (va, tuple(steps), None, Fault("#PF", va, ec), 0, False, start))
+        leaf = level == 3 or (level and e & PS)
+        if e & masks[level + 4 if leaf else level]:  # reserved bits set
+            ec = (PF_WR if write else 0) | (PF_US if user else 0) | (PF_ID if fetch else 0)
+            return _tuple_new(Walk, (va, tuple(steps), None, Fault("#PF", va, ec | PF_P | PF_RSVD), 0,
                                      False, start))
-        writable = writable and bool(e & RW)
+        if not e & RW:
+            writable = False
+        if not leaf:
+            if set_accessed and not e & A:
+                mem.write_u64(table + index * 8, e | A, agent)
+            table = e & addr_mask
+            if psc is not None:
+                psc[(level, va >> shift)] = (table, writable)
+            continue
         # access rights are those of the whole translation (SDM 4.6): checked at the leaf, so a
         # not-present or reserved entry below a read-only one still reports P=0 or RSVD (SDM 4.7)
-        if leaf and write and not writable:
-            return _tuple_new(Walk, (va, tuple(steps), None, Fault("#PF", va, ec_base | PF_P), 0, False, start))
+        if write and not writable:
+            ec = PF_WR | (PF_US if user else 0) | (PF_ID if fetch else 0)
+            return _tuple_new(Walk, (va, tuple(steps), None, Fault("#PF", va, ec | PF_P), 0, False, start))
         if set_accessed:
-            want = A | (D if leaf and write else 0)
+            want = (A | D) if write else A
             if e & want != want:
                 e |= want
-                mem.write_u64(eaddr, e, agent)
-        if leaf:
-            size = 1 << shift
-            base = e & ADDR_MASK & ~(size - 1) & phys_mask
-            if tlb is not None:
-                # a translation cached while D=0 cannot serve a write: the first write walks
-                # again and sets D (SDM 4.8)
-                tlb.entries[va & ~(size - 1)] = (base, size, writable and bool(write or e & D), bool(e & G))
-            return _tuple_new(Walk, (va, tuple(steps), base + (va & (size - 1)), None, size, False, start))
-        table = e & ADDR_MASK & phys_mask
+                mem.write_u64(table + index * 8, e, agent)
+        size = 1 << shift
+        base = e & addr_mask & ~(size - 1)
         if tlb is not None:
-            tlb.psc[(level, va >> shift)] = (table, writable)
+            # a translation cached while D=0 cannot serve a write: the first write walks
+            # again and sets D (SDM 4.8)
+            tlb.entries[va & ~(size - 1)] = (base, size, writable and bool(write or e & D), bool(e & G))
+        return _tuple_new(Walk, (va, tuple(steps), base + (va & (size - 1)), None, size, False, start))
     raise AssertionError("unreachable")  # pragma: no cover

@@ -40,6 +40,7 @@ class BootParams:
     data_pages: int = 512
     bss_pages: int = 512
     gbpages: bool = False
+    debug_pagealloc: bool = False
     early_noise_pages: int = 256  # mean of boot-to-boot varying early reservations
     early_noise_exact: int | None = None  # this boot's early reservations, if known
     late_noise_pages: int = 64
@@ -113,7 +114,8 @@ class Kernel:
         early = p.early_noise_exact if p.early_noise_exact is not None else boot_noise(rng, p.early_noise_pages)
         self._reserve(early, "early reservation (initrd, ACPI)", below=mem.size)
         text_mapping(mem, lay, self.agent)
-        self.direct_map_pages = kernel_physical_mapping_init(mem, lay, mb, self.agent, p.gbpages)
+        self.direct_map_pages = kernel_physical_mapping_init(mem, lay, mb, self.agent, p.gbpages,
+                                                             p.debug_pagealloc)
         late = p.late_noise_exact if p.late_noise_exact is not None else boot_noise(rng, p.late_noise_pages)
         self._reserve(late, "boot allocation")
         first = mb.alloc(PERCPU_PAGES * p.nr_cpus, below=mem.size)  # pcpu_embed_first_chunk

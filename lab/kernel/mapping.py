@@ -32,7 +32,7 @@ def text_mapping(memory: PhysicalMemory, layout: Layout, agent: str) -> None:
 
 
 def kernel_physical_mapping_init(memory: PhysicalMemory, layout: Layout, memblock: Memblock,
-                                 agent: str, gbpages: bool = False) -> dict[int, int]:
+                                 agent: str, gbpages: bool = False, debug_pagealloc: bool = False) -> dict[int, int]:
     """init_mem_mapping() (arch/x86/mm/init.c, v4.7): map the ISA range, then RAM top-down
     (memory_map_top_down): first the highest free 2 MiB-aligned 2 MiB block, then ever larger
     steps (x32) below it, the unaligned tail above it last.  Tables come from the brk pgt_buf
@@ -52,7 +52,8 @@ def kernel_physical_mapping_init(memory: PhysicalMemory, layout: Layout, membloc
         return pfn
 
     pt = PageTables(memory, alloc, agent, root=layout.image.init_level4_pgt * PAGE_SIZE)
-    sizes = tuple(sorted({(1 << 30) if gbpages else (1 << 21), 1 << 21, 1 << 12}))
+    # debug_pagealloc: 4 KiB pages only (init_mem_mapping leaves page_size_mask empty)
+    sizes = (1 << 12,) if debug_pagealloc else tuple(sorted({(1 << 30) if gbpages else (1 << 21), 1 << 21, 1 << 12}))
     used: dict[int, int] = {}
     ram = [(e.start, e.end) for e in layout.e820 if e.usable]
 
