@@ -10,6 +10,21 @@ from ..hw.isa import I, Program, mem
 from .layout import THREAD_SIZE, TI_FLAGS
 
 
+def _monitor_mwait_loop(hint: int, flush: bool = True) -> list:
+    """The loop both MWAIT parkings share: (clflush,) monitor the line at rbx, mwait, again."""
+    return [
+        "loop:",
+        *([I("clflush", mem("rbx"), comment="erratum AAI65 workaround")] if flush else []),
+        I("mov", "rax", "rbx"),
+        I("mov", "rcx", 0),
+        I("mov", "rdx", 0),
+        I("monitor", comment="__monitor(mwait_ptr, 0, 0)"),
+        I("mov", "rax", hint, comment="deepest C-state hint"),
+        I("mwait", comment="__mwait(eax, 0)"),
+        I("jmp", "loop"),
+    ]
+
+
 def mwait_play_dead(hint: int) -> Program:
     """arch/x86/kernel/smpboot.c, mwait_play_dead() (v4.7): monitor &thread_info->flags and
     MWAIT in the deepest C-state, in a loop (a wake-up just goes round again)."""
@@ -18,15 +33,7 @@ def mwait_play_dead(hint: int) -> Program:
         I("and", "rbx", ~(THREAD_SIZE - 1) & ((1 << 64) - 1), comment="  base of the idle stack"),
         I("add", "rbx", TI_FLAGS, comment="mwait_ptr = &thread_info->flags"),
         I("wbinvd"),
-        "loop:",
-        I("clflush", mem("rbx"), comment="erratum AAI65 workaround"),
-        I("mov", "rax", "rbx"),
-        I("mov", "rcx", 0),
-        I("mov", "rdx", 0),
-        I("monitor", comment="__monitor(mwait_ptr, 0, 0)"),
-        I("mov", "rax", hint, comment="deepest C-state hint"),
-        I("mwait", comment="__mwait(eax, 0)"),
-        I("jmp", "loop"),
+        *_monitor_mwait_loop(hint),
     ], source="arch/x86/kernel/smpboot.c: mwait_play_dead()")
 
 
@@ -37,15 +44,7 @@ def mwait_play_dead_zero_page(hint: int, zero_page_va: int) -> Program:
         I("mov", "rbx", zero_page_va, comment="empty_zero_page"),
         I("add", "rbx", "r9", comment="+ cpu * L1_CACHE_BYTES"),
         I("wbinvd"),
-        "loop:",
-        I("clflush", mem("rbx")),
-        I("mov", "rax", "rbx"),
-        I("mov", "rcx", 0),
-        I("mov", "rdx", 0),
-        I("monitor"),
-        I("mov", "rax", hint),
-        I("mwait"),
-        I("jmp", "loop"),
+        *_monitor_mwait_loop(hint),
     ], source="2016 thread, proposal 1: monitor the zero page")
 
 
@@ -64,16 +63,8 @@ def safe_page_spin(hint: int) -> Program:
     """The reviewer's hibernation trampoline: a loop in a safe page, reached through page
     tables in safe pages, monitoring a line of a safe page (rbx); nothing it touches is
     overwritten by the copy.  The image kernel kicks it out with INIT."""
-    return Program("trampoline_spin", [
-        "loop:",
-        I("mov", "rax", "rbx", comment="this CPU's line in a safe page"),
-        I("mov", "rcx", 0),
-        I("mov", "rdx", 0),
-        I("monitor"),
-        I("mov", "rax", hint),
-        I("mwait"),
-        I("jmp", "loop"),
-    ], source="2016 thread: hibernation trampoline in a safe page")
+    return Program("trampoline_spin", _monitor_mwait_loop(hint, flush=False),
+                   source="2016 thread: hibernation trampoline in a safe page")
 
 
 def handlers() -> list[Program]:
