@@ -67,6 +67,7 @@ class Machine:
         self.observers: list[Callable[[Event], None]] = []
         self.shutdown: str | None = None  # set by a triple fault
         self._timers: dict[int, Callable[[], None]] = {}  # platform events (fault injection)
+        self._timers_made = 0  # ids are never reused, also after earlier timers fired
 
     # -- events ------------------------------------------------------------------------------
     def emit(self, kind: str, cpu: int | None, /, **data: Any) -> Event:
@@ -108,7 +109,8 @@ class Machine:
 
     def at(self, when: int, action: Callable[[], None]) -> None:
         """Run ``action`` (e.g. an injected NMI) when the clock reaches ``when`` ns."""
-        actor = TIMER_BASE + len(self._timers)
+        actor = TIMER_BASE + self._timers_made
+        self._timers_made += 1
         self._timers[actor] = action
         self.sched.schedule(actor, max(when, self.sched.now))
 
