@@ -19,6 +19,7 @@ reads return all ones and stores are dropped, as on a PC bus with nothing behind
 """
 from __future__ import annotations
 
+import re
 from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Callable, Iterable
@@ -91,23 +92,23 @@ class TaggedRange:
         return ContentTag(self.kind, self.seed, self.first_index + pfn - self.start_pfn)
 
 
+_SIZE_RE = re.compile(r"^(\d+)\s*(?:([KMGT])(?:i?B)?|B)?$", re.IGNORECASE)
+_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
 def parse_size(text: str | int) -> int:
-    """'256M', '8G', '2GiB', '4096' -> bytes.  Raises ValueError naming the allowed forms."""
+    """'256M', '8G', '2GiB', '16 MB', '4096' -> bytes (binary units).  Raises ValueError
+    naming the allowed forms."""
     if isinstance(text, int) and not isinstance(text, bool):
         value = text
     else:
-        s = str(text).strip().upper().removesuffix("B").removesuffix("I")
-        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-        mult = 1
-        if s and s[-1] in units:
-            mult = units[s[-1]]
-            s = s[:-1]
-        if not s.isdigit():
+        m = _SIZE_RE.match(str(text).strip()) if isinstance(text, str) else None
+        if m is None or not m.group(1).isascii():
             raise ValueError(
                 f"malformed size {text!r}; allowed: a whole number with an optional unit "
                 "K, M, G or T (e.g. 256M, 8G, 2GiB)"
             )
-        value = int(s) * mult
+        value = int(m.group(1)) * (_UNITS[m.group(2).upper()] if m.group(2) else 1)
     if value <= 0:
         raise ValueError(f"size must be positive, got {text!r}")
     return value
