@@ -72,6 +72,8 @@ def load(path: str | Path) -> dict[str, Any]:
         text = p.read_text()
     except OSError as exc:
         raise ValueError(f"cannot read trace file {str(path)!r}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"trace file {str(path)!r} is not text (not UTF-8); allowed: a {FORMAT} JSON trace") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
