@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--preset", default="default", help=f"one of: {', '.join(PRESETS)}")
     run.add_argument("--fix", default=None, help=f"one of: {', '.join(FIXES)} (default: the preset's, mwait)")
     run.add_argument("--cpus", type=int, default=None, help="number of CPUs (2 to 64)")
+    run.add_argument("--threads-per-core", type=int, default=None, help="1 or 2 (SMT)")
     run.add_argument("--ram", default=None, help="RAM size, e.g. 256M, 8G")
     run.add_argument("--image", default=None, help="image size, e.g. 2G")
     run.add_argument("--seed", type=int, default=None, help="seed of the run's generator (>= 0)")
@@ -72,7 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             r, same = trace.replay(data)
             print(f"replayed {args.file}: outcome {r.outcome}, digest {'matches' if same else 'DIFFERS'}")
             return 0 if same else 1
-        config = Config.from_preset(args.preset, fix=args.fix, cpus=args.cpus, ram=args.ram, image=args.image,
+        config = Config.from_preset(args.preset, fix=args.fix, cpus=args.cpus,
+                                    threads_per_core=args.threads_per_core, ram=args.ram, image=args.image,
                                     seed=args.seed, inject=tuple(args.inject) if args.inject else None)
         r = Resume(config)
         r.run()

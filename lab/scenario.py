@@ -90,8 +90,11 @@ class Config:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
         if not 2 <= self.cpus <= MAX_CPUS:
             raise ValueError(f"cpus must be 2 to {MAX_CPUS} (a boot CPU and at least one other), got {self.cpus}")
-        if self.threads_per_core not in (1, 2) or self.cpus % self.threads_per_core:
-            raise ValueError(f"threads_per_core must be 1 or 2 and divide cpus, got {self.threads_per_core}")
+        if self.threads_per_core not in (1, 2):
+            raise ValueError(f"threads_per_core must be 1 or 2, got {self.threads_per_core}")
+        if self.cpus % self.threads_per_core:
+            raise ValueError(f"cpus {self.cpus} is not a whole number of cores of {self.threads_per_core} "
+                             f"threads; allowed: an even number of CPUs (or threads_per_core=1)")
         for name in ("ram", "image", "restore_in_use"):
             set_(name, parse_size(getattr(self, name)))
         if self.ram < 64 * MiB or self.ram > 64 * GiB:
@@ -110,6 +113,11 @@ class Config:
             raise ValueError(
                 f"image too small: it holds at least the kernel and its boot allocations "
                 f"(about {(kernel + self.ram // 64 + 8 * MiB) >> 20} MiB), got {self.image >> 20} MiB")
+        for name in ("pci_hole", "gbpages", "debug_pagealloc", "clflush_triggers", "deep_cstate_loses_tlb",
+                     "same_build"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        self.e820()  # validates holes and the end of low RAM
         set_("inject", tuple(parse_injection(i) if isinstance(i, str) else tuple(i) for i in self.inject))
         for kind, cpu, at in self.inject:
             if kind not in INJECTABLE or not isinstance(cpu, int) or not 0 <= cpu < self.cpus \
@@ -118,7 +126,7 @@ class Config:
                                  f"a CPU 0 to {self.cpus - 1}, a time >= 0 ns")
         if self.step_budget < 1:
             raise ValueError("step_budget must be >= 1")
-        if not 0 <= self.jitter < 1:
+        if not isinstance(self.jitter, (int, float)) or isinstance(self.jitter, bool) or not 0 <= self.jitter < 1:
             raise ValueError(f"jitter must be in [0, 1), got {self.jitter}")
         if self.line_size < 8 or self.line_size > 4096 or self.line_size & (self.line_size - 1):
             raise ValueError(f"line_size must be a power of two from 8 to 4096, got {self.line_size}")
