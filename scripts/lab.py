@@ -12,10 +12,11 @@ What it always does:
 * adds --allow-root only when running as root (effective uid 0);
 * waits until the server answers, then prints the URL with the token.
 
-The browser test reuses it:
+The browser test reuses it, loaded by path under another name (``import lab`` would shadow
+the ``lab`` package for everything else in the process):
 
-    sys.path.insert(0, str(REPO / "scripts"))
-    import lab as lab_launcher
+    spec = importlib.util.spec_from_file_location("lab_launcher", REPO / "scripts" / "lab.py")
+    lab_launcher = importlib.util.module_from_spec(spec); spec.loader.exec_module(lab_launcher)
     with lab_launcher.start_lab(log=open(path, "w")) as server:
         page.goto(server.url)
 """
