@@ -1,0 +1,110 @@
+"""widgets targets: one Step click (model step plus every view's update) and the memory map of
+the ``default`` preset (2.4 M frames) built and drawn for the first time.
+
+The Step is timed click by click on the report-2016 machine during the copy, where every view
+changes on most steps (the memory map's bins, the timeline's progress); the views are not
+attached to a browser, so what is timed is the Python side: the model, the views' state and
+the serialization of the Bokeh document patches jupyter_bokeh sends.
+"""
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+
+import numpy as np
+
+from harness import median_us
+
+from lab.scenario import Resume
+
+TARGET_STEP_US = 50_000
+TARGET_MEMMAP_US = 1_000_000
+
+
+def _clicks(button, n: int, stop) -> list[float]:  # noqa: ANN001
+    samples = []
+    for _ in range(n):
+        if stop():
+            break
+        t0 = time.perf_counter()
+        button.click()
+        samples.append((time.perf_counter() - t0) * 1e6)
+    return samples
+
+
+def bench_step_click_report_2016():
+    """One click on Step, model plus the views' update: <= 50 ms median."""
+    import widgets
+
+    lab = widgets.ResumeLab(preset="report-2016", fix="mwait", seed=0)
+    r = lab.resume
+    gc.collect()
+    early = _clicks(lab.stepper.step_button, 60, lambda: r.phase == "copy")
+    while r.phase != "copy" and not r.finished:
+        lab.stepper.step_to("phase change")
+    copy = _clicks(lab.stepper.step_button, 300, lambda: r.finished)
+    samples = sorted(early + copy)
+    ok = lab.check() == [] and len(copy) >= 100
+    return {
+        "name": "widgets: Step click (report-2016, model + views)",
+        "median_us": statistics.median(samples),
+        "target_us": TARGET_STEP_US,
+        "ok": ok,
+        "p90_us": samples[int(len(samples) * 0.9)],
+        "max_us": samples[-1],
+        "copy_median_us": statistics.median(copy),
+        "clicks": len(samples),
+    }
+
+
+def bench_memory_map_default():
+    """The memory map of the default preset (~2.4 M frames): aggregation, figure, first
+    update: <= 1 s median."""
+    import widgets
+
+    r = Resume(preset="default", fix="mwait", seed=0)
+    views = []
+
+    def build():
+        v = widgets.MemoryMapView(r)
+        views.append(v)
+        return v
+
+    us = median_us(build, repeat=5, min_time=0.0)
+    v = views[-1]
+    ok = (v.map.counts.sum() == r.machine.memory.nr_frames
+          and int(np.sum(v.cells.data["pending"])) == len(r.loaded.pblist)
+          and len(v.cells.data["left"]) == v.map.nbins)
+    return {
+        "name": "widgets: memory map of the default preset (build + first update)",
+        "median_us": us,
+        "target_us": TARGET_MEMMAP_US,
+        "ok": ok,
+        "frames": r.machine.memory.nr_frames,
+        "bins": v.map.nbins,
+    }
+
+
+def bench_memory_map_update_default():
+    """A memory-map update on the default preset when the copy moved (info, no target)."""
+    import widgets
+
+    r = Resume(preset="default", fix="mwait", seed=0)
+    v = widgets.MemoryMapView(r)
+    r.run("copy")
+    v.update(r)
+    samples = []
+    while not r.finished and len(samples) < 200:
+        before = r.runtime.copied
+        r.step()
+        if r.runtime.copied == before:
+            continue
+        t0 = time.perf_counter()
+        v.update(r)
+        samples.append((time.perf_counter() - t0) * 1e6)
+    return {
+        "name": "widgets: memory map update after a copy step (default)",
+        "median_us": statistics.median(samples),
+        "updates": len(samples),
+    }

@@ -1,0 +1,71 @@
+"""The CPU cards show each CPU as the model has it."""
+from __future__ import annotations
+
+import html
+
+import widgets
+
+from widgetkit import FAULT_ADDRESS
+
+
+def card_matches(lab: widgets.ResumeLab) -> None:
+    r = lab.resume
+    assert len(lab.cards) == r.config.cpus
+    for i, card in enumerate(lab.cards.cards):
+        v = r.cpu(i)
+        assert card.state == v.state
+        assert card.view == v
+        assert f"lab-cpu-{i}" in card._dom_classes and "lab-cpu-card" in card._dom_classes
+        assert card.faulted == bool(v.oops)
+        assert f"wake-ups {v.wakeups}" in card.info.value
+        assert f"TLB entries {v.tlb_entries}" in card.info.value
+        if v.cr3 is not None:
+            assert f"CR3 {v.cr3:#x}" in card.info.value
+        marked = [ln for ln in v.listing.splitlines() if ln.startswith("=>")]
+        if marked:
+            assert f'<span class="lab-rip">{html.escape(marked[0])}</span>' in card.listing.value
+
+
+def test_cards_follow_each_step(workshop_lab: widgets.ResumeLab) -> None:
+    s = workshop_lab.stepper
+    states = set()
+    for _ in range(60):
+        s.step_button.click()
+        card_matches(workshop_lab)
+        states |= {c.state for c in workshop_lab.cards.cards}
+    assert {"running", "hlt"} <= states or {"running", "mwait"} <= states
+
+
+def test_mwait_card_shows_the_cstate_and_armed_line(report_lab: widgets.ResumeLab) -> None:
+    s, r = report_lab.stepper, report_lab.resume
+    s.target.value = "phase change"
+    while r.phase != "copy" and not r.finished:
+        s.next_button.click()
+    card_matches(report_lab)
+    v = r.cpu(1)
+    assert v.state == "mwait" and v.cstate == "C6"
+    assert "mwait C6" in report_lab.cards[1].header.value
+    assert f"monitor armed on {v.armed_line:#x}" in report_lab.cards[1].info.value
+    assert "thread_info" in report_lab.cards[1].info.value
+
+
+def test_faulted_card_shows_the_oops(faulted_lab: widgets.ResumeLab) -> None:
+    r = faulted_lab.resume
+    card_matches(faulted_lab)
+    faulted = [c for c in faulted_lab.cards.cards if c.faulted]
+    assert len(faulted) == 1
+    card = faulted[0]
+    assert card.cpu == r.faults()[0]["cpu"]
+    assert "<pre" in card.oops.value and FAULT_ADDRESS in card.oops.value
+    assert html.escape(r.cpu(card.cpu).oops) in card.oops.value
+    for other in faulted_lab.cards.cards:
+        if other is not card:
+            assert other.oops.value == "" and "lab-cpu-faulted" not in other._dom_classes
+
+
+def test_hlt_run_ends_with_no_faulted_card() -> None:
+    lab = widgets.ResumeLab(preset="report-2016", fix="hlt")
+    lab.stepper.fault_button.click()
+    assert lab.resume.outcome == "resumed"
+    card_matches(lab)
+    assert not any(c.faulted for c in lab.cards.cards)

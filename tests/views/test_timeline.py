@@ -1,0 +1,61 @@
+"""The timeline's lanes come from the run's state events and agree with the CPUs; markers and
+the copy's progress match the events; repeated updates add no rows."""
+from __future__ import annotations
+
+import widgets
+from widgets._common import state_label
+
+
+def lanes_consistent(lab: widgets.ResumeLab) -> None:
+    r, tl = lab.resume, lab.timeline
+    d = tl.lanes.data
+    assert len({len(v) for v in d.values()}) == 1
+    for c in range(r.config.cpus):
+        mine = [(s, e, lab_) for s, e, lab_, cpu in zip(d["start"], d["end"], d["label"], d["cpu"]) if cpu == c]
+        assert mine, f"no lane for cpu{c}"
+        for (s0, e0, _), (s1, _, _) in zip(mine, mine[1:]):
+            assert abs(e0 - s1) < 1e-9 and s0 <= e0, f"cpu{c}: gap or overlap"
+        assert abs(mine[-1][1] - r.now / 1e6) < 1e-6
+        v = r.cpu(c)
+        assert mine[-1][2] in (state_label(v.state, v.cstate), "waking")
+    assert tl.check(r) == []
+
+
+def test_lanes_follow_the_run(report_lab: widgets.ResumeLab) -> None:
+    s, r = report_lab.stepper, report_lab.resume
+    s.target.value = "phase change"
+    while r.phase != "copy":
+        s.next_button.click()
+        lanes_consistent(report_lab)
+    labels = set(report_lab.timeline.lanes.data["label"])
+    assert "mwait C6" in labels and "running" in labels
+    s.target.value = "wake-up"
+    s.next_button.click()
+    lanes_consistent(report_lab)
+    wakes = [e for e in r.events if e.kind == "wake"]
+    assert len(report_lab.timeline.wakes.data["x"]) == len(wakes) >= 1
+    assert "waking" in report_lab.timeline.lanes.data["label"]
+
+
+def test_faults_and_progress_after_the_fault(faulted_lab: widgets.ResumeLab) -> None:
+    r, tl = faulted_lab.resume, faulted_lab.timeline
+    lanes_consistent(faulted_lab)
+    faults = [e for e in r.events if e.kind == "fault"]
+    assert len(tl.faults.data["x"]) == len(faults) >= 1
+    assert tl.faults.data["y"][0] == faults[0].cpu
+    assert "ffff8800ba800010" in tl.faults.data["text"][0]
+    copied = list(tl.progress.data["copied"])
+    assert copied == sorted(copied) and int(copied[-1]) == r.runtime.copied
+    assert tl.total_line.location == len(r.loaded.pblist)
+    phases = list(tl.phases.data["name"])
+    assert phases[-1] == r.phase and "copy" in phases
+
+
+def test_no_rows_added_without_progress(faulted_lab: widgets.ResumeLab) -> None:
+    tl = faulted_lab.timeline
+    before = {k: list(v) for k, v in tl.lanes.data.items()}
+    sizes = [len(src.data[next(iter(src.data))]) for src in (tl.wakes, tl.faults, tl.phases, tl.progress)]
+    for _ in range(5):
+        tl.update(faulted_lab.resume)
+    assert {k: list(v) for k, v in tl.lanes.data.items()} == before
+    assert [len(src.data[next(iter(src.data))]) for src in (tl.wakes, tl.faults, tl.phases, tl.progress)] == sizes

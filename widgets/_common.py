@@ -1,0 +1,202 @@
+"""Helpers shared by the views: message boxes, guarded handlers, address parsing, plain-words
+event descriptions and the CSS the views' HTML uses."""
+from __future__ import annotations
+
+import functools
+import html
+import logging
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
+
+import ipywidgets as ipw
+
+from lab.hw.paging import is_canonical
+from lab.kernel.layout import PAGE_OFFSET
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lab.hw.sched import Event
+    from lab.scenario import Resume
+
+log = logging.getLogger("widgets")
+F = TypeVar("F", bound=Callable[..., Any])
+
+DIRECT_MAP = PAGE_OFFSET  # 0xffff880000000000
+
+CSS = """
+<style>
+.lab-root { font-family: var(--jp-ui-font-family, sans-serif); }
+.lab-root pre { margin: 0; font-size: 11px; line-height: 1.3; }
+.lab-root .widget-html-content { line-height: 1.35; }
+.lab-cpu-card { border: 1px solid #bbb; border-radius: 4px; padding: 4px 6px; margin: 2px; }
+.lab-cpu-faulted { border: 2px solid #c62828; background: #fff5f5; }
+.lab-rip { background: #ffe08a; font-weight: bold; }
+.lab-state { display: inline-block; padding: 0 6px; border-radius: 3px; color: #fff; }
+.lab-walk table { border-collapse: collapse; font-size: 12px; }
+.lab-walk th, .lab-walk td { border: 1px solid #ccc; padding: 2px 6px; text-align: left;
+  font-family: var(--jp-code-font-family, monospace); vertical-align: top; }
+.lab-walk tr.lab-walk-pending td { background: #fff8e1; }
+.lab-walk tr.lab-walk-overwritten td { background: #ffe0b2; }
+.lab-walk tr.lab-walk-fault td { background: #ffcdd2; font-weight: bold; }
+.lab-walk tr.lab-walk-unreached td { color: #999; }
+.lab-error { color: #b71c1c; font-weight: bold; }
+.lab-note { color: #555; font-size: 12px; }
+.lab-events pre { max-height: 12em; overflow-y: auto; }
+</style>
+"""
+
+
+class MessageBox(ipw.HTML):
+    """One line of feedback.  Carries the class ``lab-error`` only while it shows an error, so
+    an empty box is never mistaken for one."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(value="", **kwargs)
+        self.add_class("lab-message")
+        self.error: str | None = None
+
+    def show_error(self, text: str) -> None:
+        self.error = text
+        self.value = f'<span class="lab-error">{html.escape(text)}</span>'
+        self.add_class("lab-error")
+
+    def show(self, text: str, *, raw: bool = False) -> None:
+        self.error = None
+        self.remove_class("lab-error")
+        self.value = text if raw or not text else f'<span class="lab-note">{html.escape(text)}</span>'
+
+    def clear(self) -> None:
+        self.show("")
+
+
+def guarded(box: str) -> Callable[[F], F]:
+    """Wrap a handler so that nothing it raises reaches the kernel: the message shows in the
+    MessageBox attribute ``box`` of the view (class ``lab-error``)."""
+
+    def deco(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(self, *args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - shown to the learner, logged at debug
+                log.debug("handler %s failed", fn.__name__, exc_info=True)
+                try:
+                    getattr(self, box).show_error(f"{exc}" if isinstance(exc, ValueError)
+                                                  else f"{type(exc).__name__}: {exc}")
+                except Exception:  # noqa: BLE001
+                    pass
+                return None
+
+        return wrapper  # type: ignore[return-value]
+
+    return deco
+
+
+def parse_va(text: str | int) -> int:
+    """A virtual address typed by a learner: hex with or without 0x (underscores allowed).
+    Raises ValueError saying what is wrong."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        va = text
+    else:
+        s = str(text).strip().lower().replace("_", "").replace("`", "")
+        if s.startswith("0x"):
+            s = s[2:]
+        if not s or any(ch not in "0123456789abcdef" for ch in s):
+            raise ValueError(f"{str(text).strip()!r} is not a hex address (e.g. 0xffff8800ba800010)")
+        va = int(s, 16)
+    if not 0 <= va < 1 << 64:
+        raise ValueError(f"{va:#x} does not fit in 64 bits")
+    if not is_canonical(va):
+        raise ValueError(f"{va:#x} is not canonical: bits 63:47 must be all 0 or all 1 "
+                         "(e.g. 0xffff8800ba800010 or 0x00007f0000000000)")
+    return va
+
+
+def fmt_ns(ns: int) -> str:
+    return f"{ns / 1e6:.3f} ms"
+
+
+def direct_va(pfn: int) -> int:
+    return DIRECT_MAP + pfn * 4096
+
+
+def state_label(state: str, cstate: str | None) -> str:
+    return f"{state} {cstate}" if state == "mwait" and cstate else state
+
+
+STATE_COLORS = {"running": "#2e7d32", "waking": "#c0ca33", "mwait C6": "#1565c0", "mwait C3": "#42a5f5",
+                "mwait C1": "#90caf9", "mwait": "#1565c0", "hlt": "#757575", "wait-for-SIPI": "#8e24aa",
+                "off": "#212121"}
+
+
+def state_color(label: str) -> str:
+    return STATE_COLORS.get(label, "#9e9e9e")
+
+
+def _symbol(resume: "Resume", rip: int) -> str:
+    try:
+        sym = resume.runtime.kernel.symbolize(rip)
+    except Exception:  # noqa: BLE001
+        sym = "??"
+    return sym if sym != "??" else f"{rip:#x}"
+
+
+def describe_event(e: "Event", resume: "Resume") -> str:
+    """One event in plain words, e.g.
+    ``t=38.760 ms cpu0 copied frame 0xba800 (idle stack cpu1 (thread_info))``."""
+    d = e.data
+    who = f"cpu{e.cpu} " if e.cpu is not None else ""
+    k = e.kind
+    if k == "page_copied":
+        what = f"copied frame {d['pfn']:#x} ({d.get('role', 'other')}) from safe page {d['src']:#x}"
+    elif k == "phase":
+        what = f"phase: {d['phase']}"
+    elif k == "exec":
+        what = f"executes {d.get('op', '?')} at {_symbol(resume, d.get('rip', 0))}"
+    elif k == "walk":
+        names = ("PML4", "PDPT", "PD", "PT")
+        path = " -> ".join(f"{names[lvl]}[{idx}]" for lvl, _, idx, _ in d.get("steps", []))
+        end = f"{d['fault']} (entry {d['steps'][-1][3]:#x})" if d.get("fault") and d.get("steps") else (
+            d.get("fault") or (f"{d['paddr']:#x}" if d.get("paddr") is not None else "?"))
+        what = f"walks {d['va']:#x} for {d.get('why', '?')}: {path or 'cached'} -> {end}"
+    elif k == "monitor":
+        what = f"arms the monitor on line {d['line']:#x}"
+    elif k == "state":
+        st = state_label(d["state"], d.get("cstate"))
+        extra = " (TLB lost)" if d.get("tlb_lost") else ""
+        where = f" ({d['where']})" if d.get("where") else ""
+        what = f"enters {st}{extra}{where}"
+    elif k == "monitor_trigger":
+        what = (f"monitored line {d['line']:#x} hit by a {d.get('access', 'store')} from {d.get('agent', '?')}"
+                + (" while asleep" if d.get("asleep") else ""))
+    elif k == "wake":
+        what = f"wakes from {d.get('was', '?')}: {d.get('reason', '?')}; runs again at t={fmt_ns(d['resumes_at'])}" \
+            if "resumes_at" in d else f"wakes: {d.get('reason', '?')}"
+    elif k == "fault":
+        during = f" while delivering {d['during']}" if d.get("during") else ""
+        what = (f"{d['vector']} at {d['address']:#x} (error code {d['error_code']:#x}) "
+                f"at {_symbol(resume, d['rip'])}{during}")
+    elif k == "exception":
+        what = f"takes {d['vector']} -> handler {_symbol(resume, d['handler'])}"
+    elif k == "oops":
+        what = f"oops: {str(d.get('text', '')).splitlines()[0] if d.get('text') else d.get('kind')}"
+    elif k == "panic":
+        what = f"{d.get('text', 'panic')}"
+    elif k == "triple_fault":
+        what = f"TRIPLE FAULT, the machine resets: {d.get('why', '')}"
+    elif k == "ipi":
+        what = f"receives IPI {d.get('ipi')}" + (f" vector {d['vector']:#x}" if d.get("vector") is not None else "") \
+            + f": {d.get('effect', '')}"
+    elif k == "cr3":
+        what = f"loads CR3 {d['cr3']:#x}" + (f" ({d['tables']} tables)" if d.get("tables") else "")
+    elif k == "play_dead":
+        what = f"goes dead in {d.get('program')}"
+    elif k == "cpu_dead":
+        what = f"is dead ({state_label(d.get('state', '?'), d.get('cstate'))})"
+    elif k == "cpu_online":
+        what = f"is online in the {d.get('kernel', '?')} kernel"
+    elif k == "image_loaded":
+        what = f"image loaded: {d['pages']} pages, {d['direct']} in place, {d['pblist']} via safe pages"
+    else:
+        rest = ", ".join(f"{key}={val:#x}" if isinstance(val, int) and not isinstance(val, bool) and val > 4096
+                         else f"{key}={val}" for key, val in d.items())
+        what = f"{k} {rest}".strip()
+    return f"t={fmt_ns(e.t)} {who}{what}"

@@ -1,0 +1,200 @@
+"""The physical memory as a grid of bins (lab.memmap), coloured by what the restore kernel
+keeps there, with a bar per bin for the copy's progress over its pblist frames.  Hover names
+a bin's frame range and roles; a tap on a bin shows its most interesting frame in the page
+walk (through ``on_select``)."""
+from __future__ import annotations
+
+import html
+from typing import Callable
+
+import ipywidgets as ipw
+import numpy as np
+from bokeh.models import ColumnDataSource, HoverTool, Range1d, TapTool
+from bokeh.plotting import figure
+from jupyter_bokeh import BokehModel
+
+from lab import memmap
+from lab.scenario import Resume
+
+from ._common import MessageBox, direct_va, guarded
+
+COLUMNS = 32
+DISPLAY_COLORS = {
+    "page tables": "#d62728",
+    "monitored lines (idle stacks)": "#ff7f0e",
+    "zero page": "#9467bd",
+    "kernel image": "#8c564b",
+    "image pages pending": "#f2c14e",
+    "image pages restored": "#2ca02c",
+    "safe pages": "#17becf",
+    "image loaded in place": "#b5e0a8",
+    "other in use": "#8f8f8f",
+    "free": "#eeeeee",
+    "not RAM": "#ffffff",
+}
+# string columns as numpy unicode arrays: Bokeh sends those as one plain list, which is much
+# cheaper than encoding a Python list item by item (this keeps a step's update to a few ms)
+_COLORS = np.array([DISPLAY_COLORS[d] for d in memmap.DISPLAY], dtype=str)
+_LABELS = np.array(memmap.DISPLAY, dtype=str)
+
+
+def _contents_text(counts: np.ndarray) -> str:
+    parts = [f"{memmap.CATEGORIES[c]} {int(n)}" for c, n in enumerate(counts) if n]
+    return ", ".join(parts)
+
+
+class MemoryMapView(ipw.VBox):
+    """``bins`` bins (default 1024) of equal frame counts; ``.map`` is the lab.memmap
+    aggregation it draws, ``.cells`` and ``.progress`` its ColumnDataSources."""
+
+    def __init__(self, resume: Resume, bins: int = 1024,
+                 on_select: Callable[[int], None] | None = None, width: int = 640) -> None:
+        self.bins = bins
+        self.on_select = on_select
+        self.map: memmap.MemoryMap | None = None
+        self.selected_pfn: int | None = None
+        self.cells = ColumnDataSource(name="memmap-cells", data=self._empty_cells())
+        self.progress = ColumnDataSource(name="memmap-progress",
+                                         data=dict(left=[], right=[], bottom=[], top=[]))
+        fig = figure(width=width, height=width * 3 // 4, tools="tap,box_zoom,reset", toolbar_location="above",
+                     x_range=Range1d(-0.2, COLUMNS + 0.2), y_range=Range1d(-33, 1), match_aspect=False,
+                     title="physical memory")
+        fig.axis.visible = False
+        fig.grid.visible = False
+        fig.outline_line_color = None
+        cells = fig.quad(left="left", right="right", bottom="bottom", top="top", fill_color="color",
+                         line_color="#cccccc", line_width=0.5, source=self.cells,
+                         selection_line_color="#000000", selection_line_width=2,
+                         nonselection_fill_alpha=1.0, nonselection_line_alpha=1.0)
+        fig.quad(left="left", right="right", bottom="bottom", top="top", fill_color="#1b5e20",
+                 line_color=None, source=self.progress)
+        fig.add_tools(HoverTool(renderers=[cells], tooltips=[
+            ("frames", "@range"), ("shown as", "@label"), ("roles", "@roles"), ("copy", "@copy"),
+            ("contents", "@contents")]))
+        tap = fig.select_one(TapTool)
+        tap.renderers = [cells]
+        self.figure = fig
+        self.cells.selected.on_change("indices", self._on_tap)
+        self.header = ipw.HTML()
+        self.legend = ipw.HTML(" ".join(
+            f'<span style="display:inline-block;width:10px;height:10px;border:1px solid #999;'
+            f'background:{c}"></span> {html.escape(name)}&nbsp;' for name, c in DISPLAY_COLORS.items()))
+        self.legend.add_class("lab-memmap-legend")
+        self.info = ipw.HTML()
+        self.info.add_class("lab-memmap-info")
+        self.message = MessageBox()
+        self._split: tuple[np.ndarray, np.ndarray] | None = None
+        self.bokeh: BokehModel | None = None
+        self.bind(resume)
+        # after the first update: the widget's render bundle is what a new view draws, and
+        # patches sent before any view exists are lost
+        self.bokeh = BokehModel(fig)
+        super().__init__([self.header, self.bokeh, self.legend, self.info, self.message])
+        self.add_class("lab-memmap")
+
+    @staticmethod
+    def _empty_cells() -> dict:
+        return dict(left=[], right=[], bottom=[], top=[], color=[], label=[], range=[], roles=[],
+                    copy=[], contents=[], pending=[], restored=[], bin=[])
+
+    # -- model side ---------------------------------------------------------------------------
+    @guarded("message")
+    def bind(self, resume: Resume) -> None:
+        self.resume = resume
+        self.map = None
+        self._split = None
+        self.selected_pfn = None
+        self.info.value = ""
+        self.update(resume)
+
+    @guarded("message")
+    def update(self, resume: Resume) -> None:
+        self.resume = resume
+        old = self.map
+        mm = self.map = memmap.refresh(resume, old, self.bins)
+        rebuilt = mm is not old
+        if rebuilt:
+            self._static(mm)
+        pending, restored = mm.split(resume.runtime.copied)
+        if not rebuilt and self._split is not None and np.array_equal(restored, self._split[1]):
+            self._header(resume)
+            return
+        self._split = (pending, restored)
+        disp = mm.display(pending, restored)
+        has = mm.pblist_total > 0
+        copy = self._copy_text.astype(object)
+        for b in np.flatnonzero(has).tolist():
+            copy[b] = f"{pending[b]} pending, {restored[b]} restored"
+        data = dict(self._geometry)
+        data.update(color=_COLORS[disp], label=_LABELS[disp], range=self._range_text,
+                    roles=self._roles_text, copy=copy.astype(str), contents=self._contents,
+                    pending=pending, restored=restored, bin=np.arange(mm.nbins))
+        self.cells.data = data
+        frac = np.where(has, restored / np.maximum(mm.pblist_total, 1), 0.0)
+        g = self._geometry
+        idx = np.flatnonzero(has)
+        self.progress.data = dict(left=g["left"][idx], right=g["left"][idx] + 0.9 * frac[idx],
+                                  bottom=g["bottom"][idx], top=g["bottom"][idx] + 0.25)
+        self._header(resume)
+
+    def _static(self, mm: memmap.MemoryMap) -> None:
+        b = np.arange(mm.nbins)
+        col, row = b % COLUMNS, b // COLUMNS
+        self._geometry = dict(left=col.astype(float) + 0.05, right=col + 0.95, top=-row.astype(float) - 0.05,
+                              bottom=-row - 0.95)
+        starts, stops = mm.starts, mm.stops
+        self._range_text = np.array([f"{s:#x}-{e - 1:#x} ({e - s} frames, {s * 4096 >> 20}-{e * 4096 >> 20} MiB)"
+                                     for s, e in zip(starts.tolist(), stops.tolist())], dtype=str)
+        self._roles_text = np.array([mm.describe_roles(i) if mm.roles[i] else "-" for i in range(mm.nbins)],
+                                    dtype=str)
+        self._contents = np.array([_contents_text(mm.counts[i]) for i in range(mm.nbins)], dtype=str)
+        self._copy_text = np.full(mm.nbins, "nothing to copy", dtype=object)
+        rows = -(-mm.nbins // COLUMNS)
+        self.figure.y_range.start = -rows - 0.2
+        self.figure.y_range.end = 0.2
+
+    def _header(self, resume: Resume) -> None:
+        mm = self.map
+        copied, total = resume.runtime.copied, len(resume.loaded.pblist)
+        pct = 100 * copied / total if total else 100
+        self.header.value = (f"<b>Physical memory</b> <span class='lab-note'>{mm.nr_frames} frames in "
+                             f"{mm.nbins} bins of {mm.frames_per_bin} | copy: {copied} of {total} pblist "
+                             f"pages ({pct:.1f}%), in descending frame order | the green bar in a bin: "
+                             "its share of pblist frames already restored</span>")
+
+    # -- selection ----------------------------------------------------------------------------
+    def _on_tap(self, attr: str, old: list[int], new: list[int]) -> None:
+        if new:
+            self.select_bin(int(new[0]))
+
+    @guarded("message")
+    def select_bin(self, b: int) -> int:
+        """Show bin ``b``; returns the frame shown in the page walk (via on_select)."""
+        mm = self.map
+        if isinstance(b, bool) or not isinstance(b, (int, np.integer)) or not 0 <= b < mm.nbins:
+            raise ValueError(f"there is no bin {b!r}; allowed: 0 to {mm.nbins - 1}")
+        pfn = int(mm.interesting[b])
+        self.selected_pfn = pfn
+        fv = self.resume.frame(pfn)
+        self.info.value = (f"<b>bin {b}</b>: frames {html.escape(self._range_text[b])}<br>"
+                           f"roles: {html.escape(self._roles_text[b])}<br>contents: {html.escape(self._contents[b])}"
+                           f"<br>shown in the page walk: frame {pfn:#x} ({html.escape(fv.restore_role or 'no role')},"
+                           f" {fv.status}) at <code>{direct_va(pfn):#x}</code>")
+        self.message.clear()
+        if self.on_select is not None:
+            self.on_select(pfn)
+        return pfn
+
+    def check(self, resume: Resume) -> list[str]:
+        bad = []
+        mm = memmap.refresh(resume, self.map, self.bins)
+        d = self.cells.data
+        if len(d["pending"]) != mm.nbins:
+            bad.append(f"memmap: {len(d['pending'])} cells, {mm.nbins} bins")
+        pending, restored = mm.split(resume.runtime.copied)
+        if int(np.sum(d["pending"])) != int(pending.sum()) or int(np.sum(d["restored"])) != int(restored.sum()):
+            bad.append(f"memmap: pending/restored {int(np.sum(d['pending']))}/{int(np.sum(d['restored']))}, "
+                       f"model {int(pending.sum())}/{int(restored.sum())}")
+        if int(np.sum(d["restored"])) != resume.runtime.copied:
+            bad.append(f"memmap: {int(np.sum(d['restored']))} restored, model copied {resume.runtime.copied}")
+        return bad

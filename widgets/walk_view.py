@@ -1,0 +1,236 @@
+"""The page walk of a virtual address on one CPU, level by level, as the tables in memory are
+now (what a debugger would see; the TLB is not consulted).  Entries in frames the restore has
+overwritten, or is about to, are marked with the old and the new value where they are known."""
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from typing import Any
+
+import ipywidgets as ipw
+import numpy as np
+
+from lab.hw.paging import LEVELS, Walk, decode, split
+from lab.memmap import is_page_table_role
+from lab.scenario import Resume
+
+from ._common import MessageBox, guarded, parse_va
+
+
+@dataclass(frozen=True)
+class WalkRow:
+    level: int
+    table: int  # physical address of the table
+    index: int
+    entry: int
+    decoded: str
+    status: str  # restored / pending / direct / not in image / not RAM
+    restore_role: str | None
+    image_role: str | None
+    mark: str  # "", "pending", "overwritten", "restored"
+    old: int | None  # the entry before the copy, if known
+    new: int | None  # the entry the copy writes (the image's), if known
+    fault: bool
+
+
+def _entry_in(content: Any, index: int) -> int | None:
+    if content is None:
+        return None
+    arr = content.materialize() if hasattr(content, "materialize") else content
+    return int(np.asarray(arr)[index])
+
+
+class WalkView(ipw.VBox):
+    """Pick a CPU and a virtual address (hex; default the CPU's mwait_ptr); the table has one
+    ``<tr class="lab-walk-row">`` per level read, the failing one also ``lab-walk-fault``."""
+
+    def __init__(self, resume: Resume, cpu: int | None = None) -> None:
+        n = resume.config.cpus
+        self.cpu_select = ipw.Dropdown(options=[(f"cpu{i}", i) for i in range(n)], description="CPU",
+                                       layout=ipw.Layout(width="190px"))
+        self.address = ipw.Text(description="VA", continuous_update=False, layout=ipw.Layout(width="300px"),
+                                placeholder="hex, e.g. 0xffff8800ba800010")
+        self.walk_button = ipw.Button(description="Walk", layout=ipw.Layout(width="auto"))
+        self.mwait_button = ipw.Button(description="mwait_ptr", tooltip="the CPU's monitored address",
+                                       layout=ipw.Layout(width="auto"))
+        self.title = ipw.HTML()
+        self.table = ipw.HTML()
+        self.table.add_class("lab-walk")
+        self.message = MessageBox()
+        super().__init__([ipw.HBox([self.cpu_select, self.address, self.walk_button, self.mwait_button]),
+                          self.title, self.table, self.message])
+        self.add_class("lab-walk-view")
+        self.rows: list[WalkRow] = []
+        self.walk: Walk | None = None
+        self.info: str = ""
+        self._old: dict[int, np.ndarray] = {}
+        self._quiet = False
+        self.cpu_select.observe(self._on_cpu, names="value")
+        self.address.observe(self._on_address, names="value")
+        self.walk_button.on_click(lambda _b: self._on_walk_click())
+        self.mwait_button.on_click(lambda _b: self.show(va=self.resume.mwait_ptr(self.cpu)))
+        self.bind(resume, cpu)
+
+    # -- state --------------------------------------------------------------------------------
+    @guarded("message")
+    def bind(self, resume: Resume, cpu: int | None = None) -> None:
+        self.resume = resume
+        n = resume.config.cpus
+        if len(self.cpu_select.options) != n:
+            self._quiet = True
+            try:
+                self.cpu_select.options = [(f"cpu{i}", i) for i in range(n)]
+            finally:
+                self._quiet = False
+        self._old = {}
+        # the restore kernel's page tables as they are before the copy: the "old" values
+        for pfn, role in resume.restore_kernel.layout.roles.items():
+            if is_page_table_role(role) and resume.frame(pfn).status == "pending":
+                self._old[pfn] = resume.frame_content(pfn)
+        cpu = (1 if n > 1 else 0) if cpu is None else cpu
+        self.cpu = cpu
+        self.va = resume.mwait_ptr(cpu)
+        self._set_widgets()
+        self.message.clear()
+        self.update(resume)
+
+    @guarded("message")
+    def show(self, cpu: int | None = None, va: int | str | None = None) -> None:
+        """Walk ``va`` (an int or hex text) on ``cpu``.  Bad input shows an error (class
+        lab-error) and changes nothing."""
+        r = self.resume
+        new_cpu = self.cpu if cpu is None else cpu
+        if isinstance(new_cpu, bool) or not isinstance(new_cpu, (int, np.integer)) \
+                or not 0 <= int(new_cpu) < r.config.cpus:
+            raise ValueError(f"there is no CPU {new_cpu!r}; allowed: 0 to {r.config.cpus - 1}")
+        new_va = self.va if va is None else parse_va(va)
+        self.cpu, self.va = int(new_cpu), new_va
+        self.message.clear()
+        self._set_widgets()
+        self.update(r)
+
+    # -- widget handlers ----------------------------------------------------------------------
+    def _set_widgets(self) -> None:
+        self._quiet = True
+        try:
+            self.cpu_select.value = self.cpu
+            self.address.value = f"{self.va:#x}"
+        finally:
+            self._quiet = False
+
+    def _on_cpu(self, change: dict) -> None:
+        if not self._quiet:
+            self._select_cpu(change["new"])
+
+    def _on_address(self, change: dict) -> None:
+        if not self._quiet:
+            self.show(va=change["new"])
+
+    def _on_walk_click(self) -> None:
+        self.show(cpu=self.cpu_select.value, va=self.address.value)
+
+    @guarded("message")
+    def _select_cpu(self, cpu: int) -> None:
+        """A CPU picked from the list: walk its own monitored address."""
+        self.show(cpu=cpu, va=self.resume.mwait_ptr(int(cpu)))
+
+    # -- rendering ----------------------------------------------------------------------------
+    def compute(self, resume: Resume) -> tuple[Walk | None, list[WalkRow], str]:
+        try:
+            w = resume.walk(self.cpu, self.va)
+        except ValueError as exc:  # paging off (wait-for-SIPI, reset)
+            return None, [], str(exc)
+        rows = []
+        phys_bits = resume.machine.memory.phys_bits
+        for i, s in enumerate(w.steps):
+            pfn = s.table >> 12
+            try:
+                fv = resume.frame(pfn)
+                status, rrole, irole = fv.status, fv.restore_role, fv.image_role
+            except ValueError:
+                status, rrole, irole = "not RAM", None, None
+            old = new = None
+            mark = ""
+            if status == "pending":
+                mark = "pending"
+                self._old[pfn] = resume.frame_content(pfn)
+                old = s.entry
+                new = _entry_in(resume.image.content(pfn), s.index)
+            elif status == "restored":
+                mark = "overwritten" if rrole != irole else "restored"
+                new = s.entry
+                if pfn in self._old:
+                    old = int(self._old[pfn][s.index])
+            failing = w.fault is not None and w.fault.vector == "#PF" and i == len(w.steps) - 1
+            rows.append(WalkRow(s.level, s.table, s.index, s.entry, str(decode(s.entry, s.level, phys_bits)),
+                                status, rrole, irole, mark, old, new, failing))
+        return w, rows, ""
+
+    @guarded("message")
+    def update(self, resume: Resume) -> None:
+        self.resume = resume
+        w, rows, info = self.compute(resume)
+        self.walk, self.rows, self.info = w, rows, info
+        self.title.value = (f"<b>cpu{self.cpu}</b> walks <code>{self.va:#x}</code> "
+                            f'<span class="lab-note">(indices {" / ".join(map(str, split(self.va)[:4]))}, '
+                            f"offset {split(self.va)[4]:#x}) through the tables in memory now</span>")
+        self.table.value = self.render(w, rows, info)
+
+    def render(self, w: Walk | None, rows: list[WalkRow], info: str) -> str:
+        if w is None:
+            return f'<table><tr><td class="lab-note">{html.escape(info)}</td></tr></table>'
+        head = ("<tr><th>level</th><th>table frame</th><th>index</th><th>entry</th><th>decoded</th>"
+                "<th>the restore</th></tr>")
+        body = []
+        for row in rows:
+            cls = "lab-walk-row" + (f" lab-walk-{row.mark}" if row.mark else "") + (
+                " lab-walk-fault" if row.fault else "")
+            role = row.restore_role or "-"
+            if row.image_role and row.image_role != row.restore_role:
+                role += f" / image: {row.image_role}"
+            body.append(
+                f'<tr class="{cls}"><td>{LEVELS[row.level]}</td>'
+                f"<td>{row.table >> 12:#x}<br><small>{html.escape(role)}</small></td>"
+                f"<td>{row.index}</td><td>{row.entry:#018x}</td><td>{html.escape(row.decoded)}</td>"
+                f"<td>{html.escape(self._restore_text(row))}</td></tr>")
+        last = rows[-1].level if rows else -1
+        for level in range(last + 1, 4):
+            why = "not reached: the walk stopped above" if w.fault is not None else \
+                "none: a large page ends the walk above"
+            body.append(f'<tr class="lab-walk-unreached"><td>{LEVELS[level]}</td><td colspan="5">{why}</td></tr>')
+        if w.fault is not None:
+            foot = f"<b>{html.escape(w.fault.describe())}</b>"
+        else:
+            size = {1 << 12: "4 KiB", 1 << 21: "2 MiB", 1 << 30: "1 GiB"}.get(w.page_size, f"{w.page_size} B")
+            pa = w.paddr or 0
+            foot = f"-> physical {pa:#x} (frame {pa >> 12:#x}, {size} page)"
+            try:
+                fv = self.resume.frame(pa >> 12)
+                foot += f", {fv.restore_role or 'no named role'}; {fv.status}"
+            except ValueError:
+                foot += ", not RAM"
+        return (f"<table>{head}{''.join(body)}<tr><td colspan='6'>{foot}</td></tr></table>")
+
+    @staticmethod
+    def _restore_text(row: WalkRow) -> str:
+        if row.status == "pending":
+            new = f"{row.new:#x}" if row.new is not None else "?"
+            return f"will be overwritten by the copy ({row.image_role or 'image page'}): new entry {new}"
+        if row.status == "restored":
+            old = f"{row.old:#x}" if row.old is not None else "unknown"
+            if row.mark == "overwritten":
+                return (f"OVERWRITTEN by the copy: was {row.restore_role or '?'} (entry {old}), "
+                        f"now {row.image_role or 'image data'} (entry {row.new:#x})")
+            return f"restored with the image's own {row.image_role or 'page'} (entry was {old})"
+        if row.status == "direct":
+            return "image page loaded in place (not touched by the copy)"
+        return row.status
+
+    def check(self, resume: Resume) -> list[str]:
+        try:
+            w = resume.walk(self.cpu, self.va)
+        except ValueError:
+            return [] if not self.rows else ["walk rows shown for a CPU with paging off"]
+        want = [(s.level, s.table, s.index, s.entry) for s in w.steps]
+        got = [(r.level, r.table, r.index, r.entry) for r in self.rows]
+        return [] if want == got else [f"walk rows {got} differ from the model's {want}"]
