@@ -104,7 +104,9 @@ class Machine:
     # -- running -----------------------------------------------------------------------------
     def start(self, cpu: int, at: int | None = None) -> None:
         c = self.cpus[cpu]
-        c.state = RunState.RUNNING
+        if c.state != RunState.RUNNING:
+            c.state = RunState.RUNNING
+            self.emit("state", cpu, state=str(c.state))
         self.sched.schedule(cpu, self.sched.now if at is None else at)
 
     def at(self, when: int, action: Callable[[], None]) -> None:
@@ -144,5 +146,7 @@ class Machine:
         self.shutdown = f"triple fault on CPU {cpu}: {why}"
         self.emit("triple_fault", cpu, why=why)
         for c in self.cpus:
-            c.state = RunState.OFF
+            if c.state != RunState.OFF:
+                c.state = RunState.OFF
+                self.emit("state", c.id, state=str(c.state), why="machine reset")
             self.sched.cancel(c.id)

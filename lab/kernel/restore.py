@@ -233,6 +233,8 @@ class Runtime:
         m.emit("oops", cpu.id, kind=kind, text=oops.text, address=address)
         for c in m.cpus:
             if c.state != RunState.OFF:
+                if c.state != RunState.HLT:
+                    m.emit("state", c.id, state=str(RunState.HLT), why="stopped by panic")
                 c.state = RunState.HLT
                 c.if_flag = False
                 m.sched.cancel(c.id)
