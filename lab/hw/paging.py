@@ -161,7 +161,7 @@ class TLB:
     PML4.  Sizes are unbounded in the model."""
 
     entries: dict[int, tuple[int, int, bool, bool]] = field(default_factory=dict)
-    psc: dict[tuple[int, int], tuple[int, bool]] = field(default_factory=dict)
+    psc: dict[int, tuple[int, bool]] = field(default_factory=dict)  # key: psc_key(level, va)
 
     def lookup(self, va: int) -> tuple[int, int, bool, bool] | None:
         get = self.entries.get
@@ -196,6 +196,12 @@ class TLB:
         return len(self.entries)
 
 
+def psc_key(level: int, va: int) -> int:
+    """The paging-structure-cache key of the entry at ``level`` used for ``va``: the level and
+    the linear-address bits above that level's index (an int, cheaper to hash than a tuple)."""
+    return level << 48 | va >> SHIFTS[level]
+
+
 _tuple_new = tuple.__new__  # builds the NamedTuples below without their slower __new__
 _MASKS: dict[int, tuple[int, ...]] = {}
 
@@ -227,7 +233,7 @@ def walk(mem: PhysicalMemory, cr3: int, va: int, *, write: bool = False, user: b
         if hit is not None and (hit[2] or not write):
             base, size, _, _ = hit
             return _tuple_new(Walk, (va, (), base + (va & (size - 1)), None, size, True, 4))
-    masks = _masks(mem.phys_bits)
+    masks = _MASKS.get(mem.phys_bits) or _masks(mem.phys_bits)
     addr_mask = masks[8]
     table = cr3 & ADDR_MASK
     start = 0
@@ -237,14 +243,14 @@ def walk(mem: PhysicalMemory, cr3: int, va: int, *, write: bool = False, user: b
         psc = tlb.psc
         if psc:
             for level in (2, 1, 0):
-                cached = psc.get((level, va >> SHIFTS[level]))
+                cached = psc.get(level << 48 | va >> SHIFTS[level])
                 if cached is not None:
                     # the entry carries the combined R/W of the levels it skips (SDM 4.10.3.1)
                     table, start, writable = cached[0], level + 1, cached[1]
                     break
     # table frames are nearly always materialized: read those directly, anything else (a
     # tagged or never-written frame, an address beyond RAM) through read_u64
-    frame_of = getattr(mem, "_frames", {}).get
+    frame_of = mem._frames.get  # noqa: SLF001 - the walk is the machine's own hot path
     steps = []
     for level in range(start, 4):
         shift = SHIFTS[level]
@@ -267,7 +273,7 @@ def walk(mem: PhysicalMemory, cr3: int, va: int, *, write: bool = False, user: b
                 mem.write_u64(table + index * 8, e | A, agent)
             table = e & addr_mask
             if psc is not None:
-                psc[(level, va >> shift)] = (table, writable)
+                psc[level << 48 | va >> shift] = (table, writable)
             continue
         # access rights are those of the whole translation (SDM 4.6): checked at the leaf, so a
         # not-present or reserved entry below a read-only one still reports P=0 or RSVD (SDM 4.7)
