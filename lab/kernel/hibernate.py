@@ -150,8 +150,8 @@ def load_image(memory: PhysicalMemory, image: Image, restore: Layout) -> Loaded:
                                   agent="loader")
                 direct += e - s
     pblist.reverse()
-    for page in safe.taken:
-        restore.memblock.reserve(page, 1)
+    for s, e in normalize([(page, page + 1) for page in safe.taken]):
+        restore.memblock.reserve(s, e - s)
     return Loaded(pblist, direct, safe)
 
 

@@ -163,12 +163,7 @@ class Kernel:
                     start = lo + pick
                     break
                 pick -= hi - lo
-            end = min(start + length, hi)
-            while start < end and mb.is_reserved(start):
-                start += 1
-            stop = start
-            while stop < end and not mb.is_reserved(stop):
-                stop += 1
+            start, stop = mb.free_run(start, min(start + length, hi))
             if stop <= start:
                 continue
             mb.reserve(start, stop - start)

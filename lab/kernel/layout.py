@@ -102,6 +102,19 @@ class Memblock:
         i = bisect_right(self._starts, pfn) - 1
         return i >= 0 and pfn < self._ends[i]
 
+    def free_run(self, start: int, end: int) -> tuple[int, int]:
+        """The first run of free frames in [start, end), as (first, stop); empty if none."""
+        while start < end:
+            i = bisect_right(self._starts, start) - 1
+            if i >= 0 and start < self._ends[i]:
+                start = self._ends[i]
+                continue
+            break
+        if start >= end:
+            return start, start
+        j = bisect_right(self._starts, start)
+        return start, min(end, self._starts[j]) if j < len(self._starts) else end
+
     def reserve(self, start: int, count: int) -> None:
         end = start + count
         i = bisect_right(self._starts, start) - 1
