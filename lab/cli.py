@@ -36,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--trace", default=None, help="write the trace (config and events) to FILE")
     sub.add_parser("presets", help="list the presets")
     sub.add_parser("fixes", help="list the fixes")
+    sw = sub.add_parser("sweep", help="run many seeds and fixes, count the outcomes")
+    sw.add_argument("--preset", default="default", help=f"one of: {', '.join(PRESETS)}")
+    sw.add_argument("--fix", action="append", default=None, help="repeatable (default: every fix)")
+    sw.add_argument("--seeds", default="0-15", help="e.g. 0-15 or 1,4,9-11")
+    sw.add_argument("--jobs", type=int, default=1, help="worker processes (1: run here)")
+    sw.add_argument("--json", action="store_true", help="print the records as JSON lines")
     rp = sub.add_parser("replay", help="run a trace's configuration again and compare digests")
     rp.add_argument("file")
     return p
@@ -57,6 +63,31 @@ def _summary_text(s: dict) -> str:
     return "\n".join(lines)
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from concurrent.futures import ProcessPoolExecutor
+
+    from .campaign import parse_seeds, sweep, tally
+
+    if not 1 <= args.jobs <= 64:
+        raise ValueError(f"--jobs must be 1 to 64, got {args.jobs}")
+    base = Config.from_preset(args.preset)
+    seeds = parse_seeds(args.seeds)
+    fixes = args.fix or list(FIXES)
+    if args.jobs == 1:
+        records = sweep(base, fixes, seeds)
+    else:
+        with ProcessPoolExecutor(args.jobs) as pool:
+            records = sweep(base, fixes, seeds, pool)
+    if args.json:
+        for rec in records:
+            print(json.dumps(rec, sort_keys=True))
+        return 0
+    print(f"preset {args.preset}, seeds {args.seeds} ({len(seeds)} runs per fix)")
+    for fix, counts in tally(records).items():
+        print(f"  {fix:<12} " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -68,6 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name, fix in FIXES.items():
                 print(f"{name:<12} {fix.title}")
             return 0
+        if args.command == "sweep":
+            return _sweep(args)
         if args.command == "replay":
             data = trace.load(args.file)
             r, same = trace.replay(data)

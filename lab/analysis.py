@@ -1,0 +1,102 @@
+"""Closed-form companions to the simulation, with sympy: the address arithmetic of a walk,
+the zero-page proposal's line capacity, and the window in which a woken CPU faults.
+
+The simulation never uses these; tests compare the two, so each checks the other.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import sympy as sp
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .scenario import Resume
+
+LEVELS = ("PML4", "PDPT", "PD", "PT")
+SHIFTS = (39, 30, 21, 12)
+
+
+def address_indices(va: int | sp.Expr) -> dict[str, sp.Expr]:
+    """index_level = floor(va / 2**shift) mod 512 for each level, and the page offset
+    (SDM vol. 3A 4.5, figure 4-8).  Exact integers for an int, expressions for a symbol."""
+    v = sp.Integer(va) if isinstance(va, int) else va
+    out = {name: sp.Mod(sp.floor(v / 2**shift), 512) for name, shift in zip(LEVELS, SHIFTS)}
+    out["offset"] = sp.Mod(v, 4096)
+    return out
+
+
+def line_capacity(page_size: int | sp.Expr = 4096, line_size: int | sp.Expr = 64) -> sp.Expr:
+    """How many CPUs can each monitor a line of their own in one page (the zero-page
+    proposal's limit): PAGE_SIZE / L1_CACHE_BYTES."""
+    return sp.simplify(sp.sympify(page_size) / sp.sympify(line_size))
+
+
+L, c, w, t, b = sp.symbols("L c w t b", positive=True)  # latency, ns per page, three copy positions
+
+
+def fault_window() -> tuple[sp.Expr, sp.Expr]:
+    """A CPU woken when the copy reaches position ``w`` of restore_pblist walks after its exit
+    latency ``L``, i.e. at position w + L/c.  It reads a junk table if that table's frame (at
+    position ``t``) was copied before, and the image's own tables are not yet in use if the
+    walk comes before position ``b`` (where the kernel image's page tables are restored).
+    Solving t < w + L/c < b for L gives the latencies that fault: (L_min, L_max)."""
+    at = w + L / c
+    lo = sp.solve(sp.Eq(at, t), L)[0]
+    hi = sp.solve(sp.Eq(at, b), L)[0]
+    return sp.simplify(lo), sp.simplify(hi)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    cpu: int
+    woken_at: int | None  # pblist position of the monitored frame (None: not in the image)
+    junk_at: int | None  # position of the first walk-path table frame overwritten with junk
+    closes_at: int | None  # position where the walk path reaches the image kernel's tables
+    walk_at: float | None  # w + L/c
+    faults: bool
+
+    def explain(self) -> str:
+        if self.woken_at is None:
+            return f"cpu{self.cpu}: its monitored frame is not in the image: never woken by the copy"
+        if self.junk_at is None:
+            return f"cpu{self.cpu}: woken at pbe {self.woken_at}, but no table on its walk holds junk"
+        verdict = "faults" if self.faults else "is safe"
+        return (f"cpu{self.cpu}: woken at pbe {self.woken_at}, walks at about {self.walk_at:.0f}; table junk from "
+                f"{self.junk_at}, image tables from {self.closes_at}: {verdict}")
+
+
+def predict(resume: "Resume", cpu: int) -> Prediction:
+    """Predict, from a built (not yet run) Resume and the window formula, whether ``cpu``
+    faults when parked with mwait_play_dead."""
+    from .hw.paging import P, decode, walk
+    from .kernel.layout import PAGE_SIZE
+
+    k = resume.restore_kernel
+    pos = {pbe.orig_address: i for i, pbe in enumerate(resume.loaded.pblist)}
+    ptr = k.layout.mwait_ptr(cpu)
+    woken = pos.get(k.layout.idle_stacks[cpu])
+    before = walk(resume.machine.memory, k.cr3, ptr, set_accessed=False)
+    brk = set(k.layout.image.brk_pgt_buf) | {k.layout.image.init_level4_pgt}
+    junk = closes = None
+    for step in before.steps:
+        frame = step.table // PAGE_SIZE
+        if frame in brk:  # restored from the image, it leads the walk into the image's own tables
+            if frame in pos:
+                closes = pos[frame] if closes is None else min(closes, pos[frame])
+            continue
+        new = resume.image.content(frame)
+        if new is None or frame not in pos:
+            continue
+        entry = int((new.materialize() if hasattr(new, "materialize") else new)[step.index])
+        bad = not entry & P or decode(entry, step.level, resume.machine.memory.phys_bits).reserved
+        if bad and entry != step.entry:
+            junk = pos[frame] if junk is None else min(junk, pos[frame])
+    if woken is None or junk is None:
+        return Prediction(cpu, woken, junk, closes, None, False)
+    cfg = resume.config
+    lo, hi = fault_window()
+    subs = {w: woken, t: junk, b: closes if closes is not None else len(pos) + 1, c: cfg.page_copy_ns}
+    latency = cfg.c6_exit_ns
+    faults = bool(lo.subs(subs) < latency < hi.subs(subs))
+    return Prediction(cpu, woken, junk, closes, woken + latency / cfg.page_copy_ns, faults)
