@@ -229,10 +229,12 @@ def walk(mem: PhysicalMemory, cr3: int, va: int, *, write: bool = False, user: b
     if top and top != 0x1FFFF:  # not canonical (is_canonical, inlined: this is the hot path)
         return _tuple_new(Walk, (va, (), None, Fault("#GP", va, 0), 0, False, 0))
     if tlb is not None:
-        hit = tlb.lookup(va)
-        if hit is not None and (hit[2] or not write):
-            base, size, _, _ = hit
-            return _tuple_new(Walk, (va, (), base + (va & (size - 1)), None, size, True, 4))
+        entries = tlb.entries
+        if entries:  # a TLB just flushed (a CR3 load, C6) needs no lookup
+            hit = tlb.lookup(va)
+            if hit is not None and (hit[2] or not write):
+                base, size, _, _ = hit
+                return _tuple_new(Walk, (va, (), base + (va & (size - 1)), None, size, True, 4))
     masks = _MASKS.get(mem.phys_bits) or _masks(mem.phys_bits)
     addr_mask = masks[8]
     table = cr3 & ADDR_MASK
@@ -290,6 +292,6 @@ def walk(mem: PhysicalMemory, cr3: int, va: int, *, write: bool = False, user: b
         if tlb is not None:
             # a translation cached while D=0 cannot serve a write: the first write walks
             # again and sets D (SDM 4.8)
-            tlb.entries[va & ~(size - 1)] = (base, size, writable and bool(write or e & D), bool(e & G))
+            tlb.entries[va & ~(size - 1)] = (base, size, writable and (write or e & D != 0), e & G != 0)
         return _tuple_new(Walk, (va, tuple(steps), base + (va & (size - 1)), None, size, False, start))
     raise AssertionError("unreachable")  # pragma: no cover
