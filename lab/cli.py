@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ram", default=None, help="RAM size, e.g. 256M, 8G")
     run.add_argument("--image", default=None, help="image size, e.g. 2G")
     run.add_argument("--seed", type=int, default=None, help="seed of the run's generator (>= 0)")
+    run.add_argument("--nosmt", action="store_true", default=None,
+                     help="SMT siblings offline since boot (in mwait_play_dead)")
     run.add_argument("--inject", action="append", default=None, metavar="KIND:CPU@NS",
                      help="fault injection, e.g. nmi:1@30000000 (repeatable; kinds nmi, smi, mce, init)")
     run.add_argument("--json", action="store_true", help="print one JSON object")
@@ -107,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"replayed {args.file}: outcome {r.outcome}, digest {'matches' if same else 'DIFFERS'}")
             return 0 if same else 1
         config = Config.from_preset(args.preset, fix=args.fix, cpus=args.cpus,
-                                    threads_per_core=args.threads_per_core, ram=args.ram, image=args.image,
+                                    threads_per_core=args.threads_per_core, nosmt=args.nosmt, ram=args.ram, image=args.image,
                                     seed=args.seed, inject=tuple(args.inject) if args.inject else None)
         r = Resume(config)
         r.run()

@@ -19,6 +19,7 @@ class Fix:
     title: ClassVar[str] = ""
     source: ClassVar[str] = ""
     play_dead: ClassVar[str] = "mwait_play_dead"
+    online_offline_cpus: ClassVar[bool] = False  # bring already-offline CPUs up first, then down
 
     def park(self, rt: "Runtime", cpu: Cpu) -> None:
         """hibernate_resume_nonboot_cpu_disable -> _cpu_down -> play_dead on ``cpu``."""
@@ -52,6 +53,13 @@ class Hlt(Fix):
     title = "merged: hlt_play_dead while resuming (406f992e4a37, v4.8)"
     source = "arch/x86/power/cpu.c hibernate_resume_nonboot_cpu_disable(), resume_play_dead()"
     play_dead = "hlt_play_dead"
+
+
+class HltSmt(Hlt):
+    name = "hlt-smt"
+    title = "hlt, and CPUs already offline (nosmt siblings) onlined first (ec527c318036, v5.2)"
+    source = "arch/x86/power/cpu.c hibernate_resume_nonboot_cpu_disable(): cpuhp_smt_enable()"
+    online_offline_cpus = True
 
 
 class Init(Fix):
@@ -90,7 +98,7 @@ class Trampoline(Fix):
         rt.machine.start(cpu.id, rt.machine.sched.now + rt.machine.timing.instr_ns)
 
 
-FIXES: dict[str, Fix] = {f.name: f for f in (Mwait(), Hlt(), ZeroPage(), Init(), Trampoline())}
+FIXES: dict[str, Fix] = {f.name: f for f in (Mwait(), Hlt(), HltSmt(), ZeroPage(), Init(), Trampoline())}
 
 
 def get_fix(name: str) -> Fix:

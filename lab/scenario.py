@@ -73,6 +73,7 @@ class Config:
     restore_in_use: int | str = 16 * MiB
     same_build: bool = True
     step_budget: int = 2_000_000
+    nosmt: bool = False  # SMT siblings offlined at boot (into the kernel's default mwait_play_dead)
     inject: tuple[tuple[str, int, int], ...] = ()  # (nmi|smi|mce|init, cpu, time in ns): fault injection
 
     def __post_init__(self) -> None:
@@ -114,7 +115,7 @@ class Config:
                 f"image too small: it holds at least the kernel and its boot allocations "
                 f"(about {(kernel + self.ram // 64 + 8 * MiB) >> 20} MiB), got {self.image >> 20} MiB")
         for name in ("pci_hole", "gbpages", "debug_pagealloc", "clflush_triggers", "deep_cstate_loses_tlb",
-                     "same_build"):
+                     "same_build", "nosmt"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         self.e820()  # validates holes and the end of low RAM
@@ -257,11 +258,17 @@ class Resume:
                pblist=len(self.loaded.pblist))
         self.fix = get_fix(c.fix)
         self.restore_kernel.online = set(range(c.cpus))
+        siblings = [i for i in range(1, c.cpus) if c.nosmt and i % c.threads_per_core]
+        self.restore_kernel.online -= set(siblings)
         self.runtime = rt = Runtime(m, self.restore_kernel, self.image_kernel, self.image, self.loaded, self.fix,
                                     HotplugTiming(), RestoreTiming(page_copy_ns=c.page_copy_ns))
         rt.phase = "load-image"
         for cpu in m.cpus[1:]:
             park_idle(rt, cpu)
+        for i in siblings:  # nosmt: offline since boot, in native_play_dead's default, mwait
+            self.restore_kernel.enter(m.cpus[i], "mwait_play_dead")
+            m.emit("play_dead", i, program="mwait_play_dead", why="nosmt: offline since boot")
+            m.start(i)
         self.restore_kernel.enter(m.cpus[0], "resume_target_kernel")
         m.start(0)
         for kind, cpu, at in c.inject:

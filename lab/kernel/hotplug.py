@@ -42,6 +42,13 @@ def park_idle(rt: "Runtime", cpu: Cpu) -> None:
 def cpu_down_step(rt: "Runtime", cpu0: Cpu, at: int) -> int:
     """One step of taking the non-boot CPUs down: start the next one in the fix's play_dead
     (through the fix's ``park``), then wait until it has parked (reported dead)."""
+    up = rt.smt_bringup
+    if up is not None and (up.queue or up.current is not None):
+        # cpuhp_smt_enable() first (ec527c318036): CPUs that were offline come online, so that
+        # they too are taken down below, into this fix's play_dead
+        ns = cpu_up_step(rt, cpu0, at, up)
+        cpu0.rip = at
+        return ns
     st = rt.bringdown
     m = rt.machine
     if st.current is not None:
@@ -62,9 +69,10 @@ def cpu_down_step(rt: "Runtime", cpu0: Cpu, at: int) -> int:
     return m.timing.instr_ns
 
 
-def cpu_up_step(rt: "Runtime", cpu0: Cpu, at: int) -> int:
-    """One step of bringing the non-boot CPUs up: INIT, SIPI, SIPI, then poll until online."""
-    st = rt.bringup
+def cpu_up_step(rt: "Runtime", cpu0: Cpu, at: int, st: "Progress | None" = None) -> int:
+    """One step of bringing CPUs up (``st``, default: every non-boot CPU after the resume):
+    INIT, SIPI, SIPI, then poll until online."""
+    st = rt.bringup if st is None else st
     m = rt.machine
     t = rt.hotplug
     if st.current is None:

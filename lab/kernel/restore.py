@@ -56,7 +56,10 @@ class Runtime:
     def __post_init__(self) -> None:
         self.kernel = self.restore  # the kernel whose code runs now
         n = len(self.machine.cpus)
-        self.bringdown = Progress([c for c in range(1, n) if c in self.restore.online])
+        offline = [c for c in range(1, n) if c not in self.restore.online]
+        wake_offline = self.fix.online_offline_cpus and bool(offline)
+        self.smt_bringup = Progress(offline) if wake_offline else None
+        self.bringdown = Progress([c for c in range(1, n) if wake_offline or c in self.restore.online])
         self.bringup = Progress(list(range(1, n)))
         routines: dict[str, Callable[[Cpu, int], int]] = {
             "hibernate_resume_nonboot_cpu_disable": lambda c, at: self._phase_then(
