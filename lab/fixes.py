@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 from .hw.cpu import Cpu
+from .kernel.programs import safe_page_spin
 
 if TYPE_CHECKING:  # pragma: no cover
     from .kernel.restore import Runtime
@@ -84,8 +85,6 @@ class Trampoline(Fix):
     def park(self, rt: "Runtime", cpu: Cpu) -> None:
         """Jump to a loop in a safe page, on page tables in safe pages, monitoring this CPU's
         line of a safe data page: nothing there is written by the copy."""
-        from .kernel.programs import safe_page_spin
-
         if rt.trampoline is None:
             rt.trampoline = rt.place_in_safe_page(safe_page_spin(rt.restore.params.mwait_hint))
         cr3, placed, data_va = rt.trampoline

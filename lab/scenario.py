@@ -105,7 +105,7 @@ class Config:
         if self.image % PAGE_SIZE or self.ram % (2 * MiB):
             raise ValueError("image must be a whole number of 4 KiB pages and ram of 2 MiB")
         kernel = (self.kernel_text_pages + self.kernel_data_pages + self.kernel_bss_pages) * PAGE_SIZE
-        need = kernel + self.ram // 64 + self.restore_in_use + 64 * MiB * 0 + 4 * MiB
+        need = kernel + self.ram // 64 + self.restore_in_use + 4 * MiB
         if self.image + need > self.ram:
             raise ValueError(
                 f"ram too small: the image ({self.image >> 20} MiB) plus the restore kernel "
@@ -245,9 +245,8 @@ class Resume:
                                    timing=Timing(), jitter=c.jitter)
         restore_build = 1 if c.same_build else 2
         self.restore_kernel = Kernel("restore", m.memory, e820,
-                                     BootParams(build_id=restore_build, total_in_use_pages=0,
+                                     BootParams(build_id=restore_build, extra_in_use_pages=c.restore_in_use // PAGE_SIZE,
                                                 early_noise_exact=c.restore_early_noise, **base), rng)
-        self._grow_restore(c)
         self.restore_kernel.register_code(m)
         if not c.same_build:
             self.image_kernel.register_code(m)
@@ -278,13 +277,6 @@ class Resume:
         self._pblist_pos = {pbe.orig_address: i for i, pbe in enumerate(self.loaded.pblist)}
         self._verified: list[int] | None = None
 
-    def _grow_restore(self, c: Config) -> None:
-        """The restore kernel's own memory in use (initramfs, page cache) before it loads."""
-        k = self.restore_kernel
-        want = k.layout.memblock.reserved_count() + c.restore_in_use // PAGE_SIZE
-        k.params = dataclasses.replace(k.params, total_in_use_pages=want)
-        k._fill_in_use(self.rng)
-
     # -- running -----------------------------------------------------------------------------
     @property
     def finished(self) -> bool:
@@ -299,7 +291,7 @@ class Resume:
     def run(self, until: str | int | None = None) -> list[Event]:
         """Run until an event of kind ``until``, the phase named ``until``, the simulated time
         ``until`` (ns), or the end (None).  Returns the events produced."""
-        if isinstance(until, str) and until not in PHASES and not until:
+        if until == "":
             raise ValueError("until must be an event kind, a phase, a time in ns or None")
         if isinstance(until, int) and not isinstance(until, bool) and until < 0:
             raise ValueError(f"until time must be >= 0 ns, got {until}")

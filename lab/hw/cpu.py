@@ -144,11 +144,9 @@ class Cpu:
         """Linear -> physical through this CPU's TLB and tables; raises CpuFault."""
         if self.cr3 is None:
             return va
-        entries = self.tlb.entries  # TLB hit fast path: the same answer walk() gives on a hit
-        for mask in (0xFFF, 0x1FFFFF, 0x3FFFFFFF):
-            hit = entries.get(va & ~mask)
-            if hit is not None and hit[1] == mask + 1 and (hit[2] or not write):
-                return hit[0] + (va & mask)
+        hit = self.tlb.lookup(va)  # a hit needs no walk and emits nothing
+        if hit is not None and (hit[2] or not write):
+            return hit[0] + (va & (hit[1] - 1))
         m = self.machine
         w = walk(m.memory, self.cr3, va, write=write, fetch=fetch, tlb=self.tlb, agent=self.agent)
         if not w.tlb_hit:

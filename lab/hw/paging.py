@@ -245,7 +245,7 @@ def walk(mem: PhysicalMemory, cr3: int, va: int, *, write: bool = False, user: b
         psc = tlb.psc
         if psc:
             for level in (2, 1, 0):
-                cached = psc.get(level << 48 | va >> SHIFTS[level])
+                cached = psc.get(psc_key(level, va))
                 if cached is not None:
                     # the entry carries the combined R/W of the levels it skips (SDM 4.10.3.1)
                     table, start, writable = cached[0], level + 1, cached[1]
@@ -275,7 +275,7 @@ def walk(mem: PhysicalMemory, cr3: int, va: int, *, write: bool = False, user: b
                 mem.write_u64(table + index * 8, e | A, agent)
             table = e & addr_mask
             if psc is not None:
-                psc[level << 48 | va >> shift] = (table, writable)
+                psc[psc_key(level, va)] = (table, writable)
             continue
         # access rights are those of the whole translation (SDM 4.6): checked at the leaf, so a
         # not-present or reserved entry below a read-only one still reports P=0 or RSVD (SDM 4.7)

@@ -26,6 +26,7 @@ class Image:
     pieces: list[TaggedRange] = field(default_factory=list)
     pages: dict[int, ContentTag | np.ndarray] = field(default_factory=dict)
     restore_cr3: int = 0  # the image kernel's page-table root, from the image header
+    _starts: list[int] = field(default_factory=list, repr=False)  # pieces' first frames, for lookups
 
     @property
     def nr_pages(self) -> int:
@@ -38,8 +39,9 @@ class Image:
     def content(self, pfn: int) -> ContentTag | np.ndarray | None:
         if pfn in self.pages:
             return self.pages[pfn]
-        starts = [p.start_pfn for p in self.pieces]
-        i = bisect_right(starts, pfn) - 1
+        if len(self._starts) != len(self.pieces):
+            self._starts = [p.start_pfn for p in self.pieces]
+        i = bisect_right(self._starts, pfn) - 1
         if i >= 0 and pfn < self.pieces[i].start_pfn + self.pieces[i].count:
             return self.pieces[i].tag_of(pfn)
         return None

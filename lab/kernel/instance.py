@@ -16,7 +16,6 @@ import numpy as np
 from ..hw.isa import Placed, Program
 from ..hw.machine import Machine
 from ..hw.memory import ZERO, ContentTag, PhysicalMemory
-from ..hw.paging import decode
 from . import programs
 from .layout import (IST_DF, IST_MC, IST_NMI, LOW_MEM_LIMIT, PAGE_SIZE, PERCPU_PAGES,
                      START_KERNEL_MAP, THREAD_PAGES, E820Entry, KernelImage, Layout, Memblock,
@@ -47,6 +46,7 @@ class BootParams:
     late_noise_exact: int | None = None
     mem_map: bool = True  # struct page array, 64 bytes per 4 KiB frame, at the top of RAM
     total_in_use_pages: int = 0  # frames in use in all, boot allocations included (workload fills up)
+    extra_in_use_pages: int = 0  # or: this many frames in use beyond the boot allocations
     extent_pages: int = 512  # mean length of the extents that memory comes in
     mwait_hint: int = 0x20
 
@@ -135,7 +135,6 @@ class Kernel:
             for i in range(THREAD_PAGES):
                 mem.write_page(base + i, ContentTag("stack", self.boot_seed, base + i), self.agent)
                 lay.roles[base + i] = f"idle stack cpu{cpu}" + (" (thread_info)" if i == 0 else "")
-        self._build_idt()
         self._place_programs()
         self._fill_in_use(rng)
 
@@ -150,7 +149,8 @@ class Kernel:
         """The running system's memory (page cache, anonymous, slab): extents of free frames
         chosen by the seeded generator until ``in_use_pages`` are used."""
         mb, mem = self.layout.memblock, self.memory
-        want = self.params.total_in_use_pages - mb.reserved_count()
+        want = max(self.params.total_in_use_pages - mb.reserved_count(), self.params.extra_in_use_pages)
+        wanted = want
         usable = [(lo, hi) for lo, hi in mb.usable_pfns() if hi - lo > 16]
         total = sum(hi - lo for lo, hi in usable)
         tries = 0
@@ -172,12 +172,7 @@ class Kernel:
             want -= stop - start
         if want > 0:
             raise ValueError(f"{self.name} kernel: RAM too small for the memory in use "
-                             f"({self.params.total_in_use_pages} pages wanted)")
-
-    def _build_idt(self) -> None:
-        """idt_table gets its gates (arch/x86/kernel/traps.c trap_init) once the handlers are
-        placed, in _place_programs."""
-        self._gate_plan = {vector: (symbol, ist) for vector, symbol, ist in GATES.values()}
+                             f"({wanted} more pages wanted)")
 
     def _place_programs(self) -> None:
         img = self.layout.image
@@ -201,7 +196,8 @@ class Kernel:
         self.placed["trampoline_64"] = programs.trampoline_64().place(self.layout.trampoline * PAGE_SIZE)
         self.symbols["trampoline_64"] = self.layout.trampoline * PAGE_SIZE
         arr = self.memory.materialize(img.idt_table)
-        for vector, (symbol, ist) in self._gate_plan.items():
+        # idt_table: the gates of arch/x86/kernel/traps.c trap_init, now that handlers are placed
+        for vector, symbol, ist in GATES.values():
             lo, hi = make_gate(self.symbols[symbol], ist)
             arr[vector * 2] = lo
             arr[vector * 2 + 1] = hi
@@ -264,14 +260,9 @@ class Kernel:
         lines += [
                   f"CPU: {cpu.id} PID: 0 Comm: swapper/{cpu.id} Not tainted 4.7.0 #1",
                   f"RIP: 0010:[<{rip:016x}>]  [<{rip:016x}>] {self.symbolize(rip)}",
-                  f"RSP: 0018:{cpu.regs['rsp']:016x}  CR2: {self._cr2(cpu):016x}  CR3: {cpu.cr3 or 0:016x}",
+                  f"RSP: 0018:{cpu.regs['rsp']:016x}  CR2: {cpu.machine.cr2.get(cpu.id, 0):016x}  CR3: {cpu.cr3 or 0:016x}",
                   "Kernel panic - not syncing: Attempted to kill the idle task!"]
         o = Oops(cpu.id, kind, "\n".join(lines), address, rip, steps)
         self.oopses.append(o)
         return o
 
-    def _cr2(self, cpu) -> int:  # noqa: ANN001
-        return cpu.machine.cr2.get(cpu.id, 0)
-
-    def describe_entry(self, level: int, entry: int) -> str:
-        return str(decode(entry, level, self.memory.phys_bits))

@@ -31,12 +31,6 @@ def direct_va(pa: int) -> int:
     return PAGE_OFFSET + pa
 
 
-def direct_pa(va: int) -> int:
-    if va >= START_KERNEL_MAP:
-        return va - START_KERNEL_MAP
-    return va - PAGE_OFFSET
-
-
 @dataclass(frozen=True)
 class E820Entry:
     start: int
@@ -232,9 +226,6 @@ class Layout:
     def ist_top(self, cpu: int, ist: int) -> int:
         base = self.percpu[cpu] * PAGE_SIZE
         return direct_va(base + ist * 2 * PAGE_SIZE)
-
-    def in_use(self, pfn: int) -> bool:
-        return self.memblock.is_reserved(pfn)
 
 
 def boot_noise(rng: np.random.Generator, mean_pages: int) -> int:

@@ -119,25 +119,20 @@ class Runtime:
         """Temporary page tables in safe pages (a direct map of all RAM, plus the kernel text
         entry of the restore kernel's PML4), core_restore_code copied to a safe page, the boot
         CPU switched to them; the fix's last word before the copy."""
-        m, k, safe = self.machine, self.restore, self.loaded.safe
+        m, k = self.machine, self.restore
 
         def alloc() -> int:
-            pfn = safe.get()
+            pfn = self._safe_page("temporary page table (safe page)")
             self.temp_tables.append(pfn)
-            k.layout.memblock.reserve(pfn, 1)
             return pfn
 
         temp = PageTables(m.memory, alloc, cpu.agent)
         temp.map_range(PAGE_OFFSET, 0, m.memory.size, sizes=(1 << 21, 1 << 12))
         text_entry = m.memory.read_u64(k.cr3 + 511 * 8)
         m.memory.write_u64(temp.root + 511 * 8, text_entry, cpu.agent)
-        for pfn in self.temp_tables:
-            k.layout.roles[pfn] = "temporary page table (safe page)"
         placed_here = k.placed["core_restore_code"]
         text_pfn = (placed_here.base - START_KERNEL_MAP) // PAGE_SIZE
-        code_page = alloc()
-        self.temp_tables.remove(code_page)
-        k.layout.roles[code_page] = "relocated core_restore_code (safe page)"
+        code_page = self._safe_page("relocated core_restore_code (safe page)")
         m.memory.write_page(code_page, m.memory.content(text_pfn), cpu.agent)
         offset = placed_here.base & 0xFFF
         relocated = placed_here.program.place(direct_va(code_page * PAGE_SIZE + offset))
