@@ -161,7 +161,7 @@ class TLB:
     PML4.  Sizes are unbounded in the model."""
 
     entries: dict[int, tuple[int, int, bool, bool]] = field(default_factory=dict)
-    psc: dict[int, tuple[int, bool]] = field(default_factory=dict)  # key: psc_key(level, va)
+    psc: dict[int, tuple[int, bool]] = field(default_factory=dict)  # key: level << 48 | va >> SHIFTS[level]
 
     def lookup(self, va: int) -> tuple[int, int, bool, bool] | None:
         get = self.entries.get
@@ -194,12 +194,6 @@ class TLB:
 
     def __len__(self) -> int:
         return len(self.entries)
-
-
-def psc_key(level: int, va: int) -> int:
-    """The paging-structure-cache key of the entry at ``level`` used for ``va``: the level and
-    the linear-address bits above that level's index (an int, cheaper to hash than a tuple)."""
-    return level << 48 | va >> SHIFTS[level]
 
 
 _tuple_new = tuple.__new__  # builds the NamedTuples below without their slower __new__
@@ -245,7 +239,7 @@ def walk(mem: PhysicalMemory, cr3: int, va: int, *, write: bool = False, user: b
         psc = tlb.psc
         if psc:
             for level in (2, 1, 0):
-                cached = psc.get(psc_key(level, va))
+                cached = psc.get(level << 48 | va >> SHIFTS[level])
                 if cached is not None:
                     # the entry carries the combined R/W of the levels it skips (SDM 4.10.3.1)
                     table, start, writable = cached[0], level + 1, cached[1]
@@ -275,7 +269,7 @@ def walk(mem: PhysicalMemory, cr3: int, va: int, *, write: bool = False, user: b
                 mem.write_u64(table + index * 8, e | A, agent)
             table = e & addr_mask
             if psc is not None:
-                psc[psc_key(level, va)] = (table, writable)
+                psc[level << 48 | va >> shift] = (table, writable)
             continue
         # access rights are those of the whole translation (SDM 4.6): checked at the leaf, so a
         # not-present or reserved entry below a read-only one still reports P=0 or RSVD (SDM 4.7)
