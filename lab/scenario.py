@@ -253,8 +253,8 @@ class Resume:
         m.emit("phase", None, phase="boot")
         self.loaded = load_image(m.memory, self.image, self.restore_kernel.layout)
         m.emit("phase", None, phase="load-image")
-        m.emit("image_loaded", None, pages=self.image.nr_pages, direct=self.loaded.direct_pages,
-               pblist=len(self.loaded.pblist))
+        m.emit("image_loaded", None, pages=self.image.nr_pages, pblist=len(self.loaded.pblist),
+               **self.loaded.counts())
         self.fix = get_fix(c.fix)
         self.restore_kernel.online = set(range(c.cpus))
         siblings = [i for i in range(1, c.cpus) if c.nosmt and i % c.threads_per_core]
@@ -274,8 +274,9 @@ class Resume:
             m.at(at, lambda kind=kind, cpu=cpu: (m.emit("inject", cpu, ipi=kind),
                                                  m.apic.send(cpu, kind, src="platform")))
         self.steps = 0
-        self._pblist_pos = {pbe.orig_address: i for i, pbe in enumerate(self.loaded.pblist)}
         self._verified: list[int] | None = None
+        self._verdict: str | None = None
+        self.resume_ended_ns: int | None = None  # when the verdict was taken
 
     # -- running -----------------------------------------------------------------------------
     @property
@@ -286,7 +287,9 @@ class Resume:
         if self.finished:
             return []
         self.steps += 1
-        return self.machine.step()
+        out = self.machine.step()
+        self._decide()
+        return out
 
     def run(self, until: str | int | None = None) -> list[Event]:
         """Run until an event of kind ``until``, the phase named ``until``, the simulated time
@@ -309,6 +312,7 @@ class Resume:
             mark = len(m.events)
             self.steps += 1
             m.step()
+            self._decide()
             if phase is not None and self.runtime.phase == phase:
                 break
             if kind is not None and any(e.kind == kind for e in m.events[mark:]):
@@ -339,21 +343,35 @@ class Resume:
 
     @property
     def outcome(self) -> str | None:
-        """Decided from the final state only: None while the run goes on."""
-        m = self.machine
+        """The verdict: None while the resume goes on.  It is taken once, when the resume
+        ends: the image kernel has every CPU online (then ``verify()`` compares memory with
+        the image: resumed or corrupted), a CPU died (panic), the machine shut down
+        (triple_fault), or the run ran out of budget or of things to do (timeout).  What
+        happens after that is still simulated and shown, but cannot change it."""
+        if self._verdict is None and self.finished:
+            self._decide(final=True)
+        return self._verdict
+
+    def _decide(self, final: bool = False) -> None:
+        if self._verdict is not None:
+            return
+        m, rt = self.machine, self.runtime
         if m.shutdown is not None:
-            return "triple_fault"
-        if self.oopses:
-            return "panic"
-        if not self.finished:
-            return None
-        rt = self.runtime
-        if not (rt.done and self.image_kernel.online == set(range(self.config.cpus))):
-            return "timeout"
-        return "corrupted" if self.mismatched_frames() else "resumed"
+            verdict = "triple_fault"
+        elif self.oopses:
+            verdict = "panic"
+        elif rt.done and self.image_kernel.online == set(range(self.config.cpus)):
+            verdict = "corrupted" if self.mismatched_frames() else "resumed"
+        elif final:
+            verdict = "timeout"
+        else:
+            return
+        self._verdict = verdict
+        self.resume_ended_ns = m.sched.now
+        m.emit("verdict", None, outcome=verdict)
 
     def mismatched_frames(self) -> list[int]:
-        """Frames whose content differs from the image (checked once, at the end)."""
+        """Frames whose content differs from the image (checked once, when the resume ends)."""
         if self._verified is None:
             self._verified = verify(self.machine.memory, self.image)
         return self._verified
@@ -393,8 +411,8 @@ class Resume:
         if not isinstance(pfn, int) or not 0 <= pfn < self.machine.memory.nr_frames:
             raise ValueError(f"no frame {pfn!r}; allowed: 0 to {self.machine.memory.nr_frames - 1:#x}")
         in_image = self.image.content(pfn) is not None
-        if pfn in self._pblist_pos:
-            idx = self._pblist_pos[pfn]
+        idx = self.loaded.pblist.index_of(pfn)
+        if idx is not None:
             done = self.runtime.copied > idx
             status = "restored" if done else "pending"
         else:
@@ -426,4 +444,5 @@ class Resume:
                 "oops": self.oopses[0].text if self.oopses else None,
                 "wakeups": {str(k): v for k, v in self.wakeups().items()},
                 "pages_copied": self.runtime.copied, "time_ns": self.now, "steps": self.steps,
+                "resume_ended_ns": self.resume_ended_ns, "load": self.loaded.counts(),
                 "mismatched_frames": len(self.mismatched_frames()) if self.outcome in ("resumed", "corrupted") else None}

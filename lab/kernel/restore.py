@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
+import numpy as np
+
 from ..hw.cpu import Cpu, RunState
 from ..hw.isa import Placed, Program
 from ..hw.machine import Machine
@@ -32,7 +34,6 @@ SAFE_CODE_INDEX = 1 << 40  # content index of code copied into safe pages
 @dataclass(frozen=True)
 class RestoreTiming:
     page_copy_ns: int = 1_000  # rep movsq of 4 KiB
-    copy_batch: int = 64  # pages streamed in one step at most (keeps one step short)
 
 
 @dataclass
@@ -52,6 +53,7 @@ class Runtime:
     copied: int = 0
     temp_tables: list[int] = field(default_factory=list)
     trampoline: tuple[int, Placed, int] | None = None  # (cr3, code, data address) in safe pages
+    _copy_end: np.ndarray | None = None  # cumulative page-copy times, drawn when the copy starts
 
     def __post_init__(self) -> None:
         self.kernel = self.restore  # the kernel whose code runs now
@@ -150,31 +152,48 @@ class Runtime:
 
     def copy_pbe(self, cpu: Cpu, at: int) -> int:
         """core_restore_code's loop body: copy pbe->address to pbe->orig_address (rep movsq),
-        rdx = pbe->next, test.  Consecutive pbes are streamed in one step (at most
-        ``copy_batch``) while no other CPU has anything due before the copy finishes, so the
-        interleaving is the same as page by page; each page still has its own timed event."""
+        rdx = pbe->next, test.  Each page takes its own (jittered) time, drawn for the whole
+        list when the copy starts, so batching cannot change a run.  One step copies, in bulk,
+        the pages up to the next moment anything else can look: another actor's next event
+        (a CPU's instruction, a timer), or a page someone watches (a monitored line, a frame on
+        ``machine.watched_frames``), which is then copied in a step of its own."""
         m = self.machine
-        pblist = self.loaded.pblist
-        roles = self.restore.layout.roles
-        ns = 0
-        for k in range(self.timing.copy_batch):
-            if k:
-                nxt = m.sched.next_time()
-                if nxt is not None and m.sched.now + ns > nxt:
-                    break
-                m.sched.advance(m.sched.now + ns)
-            i = cpu.regs["rdx"] - 1
-            pbe = pblist[i]
-            m.memory.copy_page(pbe.address, pbe.orig_address, cpu.agent)
-            self.copied += 1
-            m.emit("page_copied", cpu.id, pfn=pbe.orig_address, src=pbe.address, index=i,
-                   role=roles.get(pbe.orig_address, "other"))
-            cpu.regs["rdx"] = i + 2 if i + 1 < len(pblist) else 0
-            ns = m.jitter.scale(self.timing.page_copy_ns)
-            if cpu.regs["rdx"] == 0:
-                break
+        pbl = self.loaded.pblist
+        n = len(pbl)
+        if self._copy_end is None:
+            durations = m.jitter.scale_many(self.timing.page_copy_ns, n)
+            self._copy_end = np.cumsum(durations)  # [k]: end of page k, from the copy's start
+        i = cpu.regs["rdx"] - 1
+        ends = self._copy_end
+        before = int(ends[i - 1]) if i else 0  # page i starts now; page i + c at now + ends[i+c-1] - before
+        stop = self._next_watched(i, n)
+        count = 1
+        if stop > i:
+            count = stop - i
+            nxt = m.sched.next_time()
+            if nxt is not None:
+                j = int(np.searchsorted(ends, nxt - m.sched.now + before, side="right"))
+                count = max(1, min(count, j - i + 1))
+        src, dst = pbl.safe[i:i + count], pbl.orig[i:i + count]
+        m.memory.copy_frames(src, dst, cpu.agent)
+        self.copied += count
+        if count == 1:
+            pfn = int(dst[0])
+            m.emit("page_copied", cpu.id, pfn=pfn, src=int(src[0]), index=i,
+                   role=self.restore.layout.roles.get(pfn, "other"))
+        else:
+            m.emit("pages_copied", cpu.id, first=i, count=count, pfn_high=int(dst[0]), pfn_low=int(dst[-1]))
+        done = i + count
+        cpu.regs["rdx"] = done + 1 if done < n else 0
         cpu.zf = cpu.regs["rdx"] == 0  # testq %rdx, %rdx
-        return ns
+        return int(ends[done - 1]) - before
+
+    def _next_watched(self, i: int, n: int) -> int:
+        """The first pblist position >= i whose frame someone watches (n: none)."""
+        m = self.machine
+        watched = set(m.monitor.pages()) | m.watched_frames
+        pos = [p for p in self.loaded.pblist.positions(watched) if p >= i]
+        return min(pos, default=n)
 
     # -- image kernel ------------------------------------------------------------------------
     def restore_registers(self, cpu: Cpu, at: int) -> int:
