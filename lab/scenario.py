@@ -19,6 +19,7 @@ from .kernel.hibernate import Image, load_image, snapshot, verify
 from .kernel.hotplug import HotplugTiming, park_idle
 from .kernel.instance import BootParams, Kernel
 from .kernel.layout import e820_for, punch_holes
+from .kernel.version import get_version
 from .kernel.restore import RestoreTiming, Runtime
 
 INJECTABLE = ("nmi", "smi", "mce", "init")
@@ -73,6 +74,7 @@ class Config:
     restore_in_use: int | str = 16 * MiB
     same_build: bool = True
     step_budget: int = 2_000_000
+    kernel_version: str = "4.7"  # lab.kernel.version: thread_info layout, mark_rodata_ro's NX gap
     nosmt: bool = False  # SMT siblings offlined at boot (into the kernel's default mwait_play_dead)
     inject: tuple[tuple[str, int, int], ...] = ()  # (nmi|smi|mce|init, cpu, time in ns): fault injection
 
@@ -81,6 +83,7 @@ class Config:
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; allowed: {', '.join(PRESETS)}")
         get_fix(self.fix)
+        get_version(self.kernel_version)
         for name in ("cpus", "threads_per_core", "seed", "line_size", "c6_exit_ns", "page_copy_ns",
                      "kernel_text_pages", "kernel_data_pages", "kernel_bss_pages", "early_noise_pages",
                      "late_noise_pages", "step_budget"):
@@ -181,11 +184,12 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
                  dict(cpus=4, threads_per_core=2, ram=256 * MiB, image=96 * MiB, kernel_text_pages=1024,
                       kernel_data_pages=256, kernel_bss_pages=256, early_noise_pages=512, late_noise_pages=16,
                       restore_in_use=8 * MiB, debug_pagealloc=True)),
-    "report-2016": ("the report's machine: 4 CPUs, 8 GiB, usable RAM below 4 GiB ending at 0xba9f7000; "
-                    "with mwait CPU 1 faults at 0xffff8800ba800010",
-                    dict(cpus=4, threads_per_core=2, ram=8 * GiB, image=2 * GiB, e820_end_below_4g=0xBA9F7000,
-                         restore_early_noise=300, image_early_noise=700, late_noise_exact=499,
-                         restore_in_use=256 * MiB)),
+    "report-2016": ("the report's machine as calibrated: 4 CPUs, usable RAM ending at 0xba9f7000 with nothing "
+                    "above 4 GiB, an ACPI hole, a 1 GiB image, a v4.0 thread_info (flags at 0x10); with mwait "
+                    "CPU 1 faults at 0xffff8800ba800010 on a zero PTE",
+                    dict(cpus=4, threads_per_core=2, ram=2986 * MiB, image=1 * GiB, e820_end_below_4g=0xBA9F7000,
+                         holes=((0xB7D9E000, 0xB7F9F000),), restore_early_noise=300, image_early_noise=700,
+                         late_noise_exact=199, restore_in_use=256 * MiB, kernel_version="4.0")),
 }
 
 
@@ -231,7 +235,8 @@ class Resume:
         e820 = c.e820()
         base = dict(nr_cpus=c.cpus, text_pages=c.kernel_text_pages, data_pages=c.kernel_data_pages,
                     bss_pages=c.kernel_bss_pages, gbpages=c.gbpages, debug_pagealloc=c.debug_pagealloc, early_noise_pages=c.early_noise_pages,
-                    late_noise_pages=c.late_noise_pages, late_noise_exact=c.late_noise_exact)
+                    late_noise_pages=c.late_noise_pages, late_noise_exact=c.late_noise_exact,
+                    version=c.kernel_version)
         # the image kernel: booted, ran, and wrote the snapshot
         image_mem = PhysicalMemory(c.phys_size)
         self.image_kernel = Kernel("image", image_mem, e820,

@@ -21,6 +21,7 @@ from .layout import (IST_DF, IST_MC, IST_NMI, LOW_MEM_LIMIT, PAGE_SIZE, PERCPU_P
                      START_KERNEL_MAP, THREAD_PAGES, E820Entry, KernelImage, Layout, Memblock,
                      boot_noise)
 from .mapping import kernel_physical_mapping_init, text_mapping
+from .version import get_version
 
 GATES = {"NMI": (2, "nmi", IST_NMI), "#UD": (6, "invalid_op", 0), "#DF": (8, "double_fault", IST_DF),
          "#GP": (13, "general_protection", 0), "#PF": (14, "page_fault", 0),
@@ -49,6 +50,7 @@ class BootParams:
     extra_in_use_pages: int = 0  # or: this many frames in use beyond the boot allocations
     extent_pages: int = 512  # mean length of the extents that memory comes in
     mwait_hint: int = 0x20
+    version: str = "4.7"  # lab.kernel.version: layout facts that differ between versions
 
 
 def make_gate(handler: int, ist: int) -> tuple[int, int]:
@@ -81,7 +83,8 @@ class Kernel:
         memblock = Memblock(e820, limit=min(memory.size, 1 << 32))
         memblock.reserve(image.phys_base, image.frames.stop - image.phys_base)
         trampoline = memblock.alloc(1, below=LOW_MEM_LIMIT)
-        self.layout = Layout(name, e820, image, memblock, trampoline)
+        self.version = get_version(params.version)
+        self.layout = Layout(name, e820, image, memblock, trampoline, ti_flags=self.version.ti_flags)
         self.symbols: dict[str, int] = {}
         self.placed: dict[str, Placed] = {}
         self.oopses: list[Oops] = []
@@ -178,7 +181,7 @@ class Kernel:
         img = self.layout.image
         hint = self.params.mwait_hint
         progs: list[Program] = [
-            programs.mwait_play_dead(hint),
+            programs.mwait_play_dead(hint, self.version.ti_flags),
             programs.mwait_play_dead_zero_page(hint, img.text_va(img.empty_zero_page)),
             programs.hlt_play_dead(),
             programs.restore_registers(),
@@ -258,7 +261,7 @@ class Kernel:
                 lines.append(" ".join(f"{names[lvl]} {entry:x}" for lvl, _, _, entry in steps))
             lines.append(f"Oops: {error_code:04x} [#{n}] SMP")
         lines += [
-                  f"CPU: {cpu.id} PID: 0 Comm: swapper/{cpu.id} Not tainted 4.7.0 #1",
+                  f"CPU: {cpu.id} PID: 0 Comm: swapper/{cpu.id} Not tainted {self.version.uname} #1",
                   f"RIP: 0010:[<{rip:016x}>]  [<{rip:016x}>] {self.symbolize(rip)}",
                   f"RSP: 0018:{cpu.regs['rsp']:016x}  CR2: {cpu.machine.cr2.get(cpu.id, 0):016x}  CR3: {cpu.cr3 or 0:016x}",
                   "Kernel panic - not syncing: Attempted to kill the idle task!"]

@@ -19,7 +19,6 @@ PAGE_OFFSET = 0xFFFF880000000000  # direct map base
 START_KERNEL_MAP = 0xFFFFFFFF80000000  # kernel text mapping base
 THREAD_SIZE = 16 * 1024
 THREAD_PAGES = THREAD_SIZE // PAGE_SIZE
-TI_FLAGS = 0x10  # offset of thread_info->flags in the model (see docs/fidelity.md)
 PERCPU_PAGES = 8  # per-CPU area: 3 IST stacks (#DF, NMI, #MC) of 2 pages + 2 of data
 IST_DF, IST_NMI, IST_MC = 1, 2, 3
 LOW_MEM_LIMIT = 1 << 20
@@ -215,10 +214,11 @@ class Layout:
     idle_stacks: dict[int, int] = field(default_factory=dict)  # cpu -> first frame
     percpu: dict[int, int] = field(default_factory=dict)  # cpu -> first frame
     roles: dict[int, str] = field(default_factory=dict)
+    ti_flags: int = 0x08  # offsetof(struct thread_info, flags) in this build (lab.kernel.version)
 
     def mwait_ptr(self, cpu: int) -> int:
         """&current_thread_info()->flags of CPU ``cpu``'s idle task, a direct-map address."""
-        return direct_va(self.idle_stacks[cpu] * PAGE_SIZE + TI_FLAGS)
+        return direct_va(self.idle_stacks[cpu] * PAGE_SIZE + self.ti_flags)
 
     def stack_top(self, cpu: int) -> int:
         return direct_va((self.idle_stacks[cpu] + THREAD_PAGES) * PAGE_SIZE) - 64

@@ -7,7 +7,7 @@ addresses, as two boots of one binary do.
 from __future__ import annotations
 
 from ..hw.isa import I, Program, mem
-from .layout import THREAD_SIZE, TI_FLAGS
+from .layout import THREAD_SIZE
 
 
 def _monitor_mwait_loop(hint: int, flush: bool = True) -> list:
@@ -25,13 +25,14 @@ def _monitor_mwait_loop(hint: int, flush: bool = True) -> list:
     ]
 
 
-def mwait_play_dead(hint: int) -> Program:
-    """arch/x86/kernel/smpboot.c, mwait_play_dead() (v4.7): monitor &thread_info->flags and
-    MWAIT in the deepest C-state, in a loop (a wake-up just goes round again)."""
+def mwait_play_dead(hint: int, ti_flags: int) -> Program:
+    """arch/x86/kernel/smpboot.c, mwait_play_dead() (v4.0-v4.7): monitor &thread_info->flags
+    (``ti_flags``: its offset in this build) and MWAIT in the deepest C-state, in a loop (a
+    wake-up just goes round again)."""
     return Program("mwait_play_dead", [
         I("mov", "rbx", "rsp", comment="current_thread_info():"),
         I("and", "rbx", ~(THREAD_SIZE - 1) & ((1 << 64) - 1), comment="  base of the idle stack"),
-        I("add", "rbx", TI_FLAGS, comment="mwait_ptr = &thread_info->flags"),
+        I("add", "rbx", ti_flags, comment="mwait_ptr = &thread_info->flags"),
         I("wbinvd"),
         *_monitor_mwait_loop(hint),
     ], source="arch/x86/kernel/smpboot.c: mwait_play_dead()")
