@@ -11,7 +11,7 @@ from typing import Sequence
 
 from . import trace
 from .fixes import FIXES
-from .scenario import PRESETS, Config, Resume
+from .scenario import CALIBRATION, PRESETS, Config, Resume
 
 
 class _Parser(argparse.ArgumentParser):
@@ -96,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "presets":
             for name, (text, _) in PRESETS.items():
                 print(f"{name:<12} {text}")
+                for param, why in CALIBRATION.get(name, ()):
+                    print(f"{'':<14}calibrated: {param}: {why}" if param != "seed" else f"{'':<14}{param}: {why}")
             return 0
         if args.command == "fixes":
             for name, fix in FIXES.items():

@@ -193,6 +193,31 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
+#: preset parameters chosen to reproduce a reported detail, and what varies with the seed;
+#: `python -m lab presets` prints them and docs/fidelity.md explains them
+CALIBRATION: dict[str, tuple[tuple[str, str], ...]] = {
+    "report-2016": (
+        ("e820_end_below_4g=0xba9f7000, ram=2986M",
+         "usable RAM ends at 0xba9f7000 with nothing above 4 GiB, so [0xba800000, 0xba9f7000) is mapped with "
+         "4 KiB pages in a PT, and the first 2 MiB step of memory_map_top_down puts the 2-3 GiB PD in brk"),
+        ("holes=((0xb7d9e000, 0xb7f9f000),)",
+         "an ACPI-style hole with unaligned edges: two more brk PTs, so the brk buffer is used up and the "
+         "0xba800000 PT comes from memblock (kernel_physical_mapping_init, not brk)"),
+        ("restore_early_noise=300, image_early_noise=700",
+         "the two boots' early reservations differ, so the restore kernel's PT frame holds image data"),
+        ("late_noise_exact=199",
+         "leaves 4 free frames at 0xba800000: CPU 1's idle stack (thread_info) lands exactly there"),
+        ("kernel_version=4.0",
+         "thread_info->flags at 0x10 (with exec_domain, before v4.1), as the report's address ends in 0x10"),
+        ("seed", "varies: jitter of the copy and of wake-ups, the bytes of image data (whether the PTE read is 0)"),
+    ),
+    "workshop": (
+        ("debug_pagealloc=True", "a 4 KiB direct map, so the bug shows at seed 0 on a small machine"),
+        ("seed", "varies: both boots' early reservations, memory in use, timing jitter"),
+    ),
+}
+
+
 @dataclass(frozen=True)
 class CpuView:
     id: int

@@ -126,7 +126,7 @@ def test_report_panic_still_exits_0(runs) -> None:
     f = s["faults"][0]
     assert (f["cpu"], f["vector"], f["address"]) == (1, "#PF", "0xffff8800ba800010")
     assert f["walk"] and f["walk"][-1]["entry"] == "0x0"
-    assert [w["level"] for w in f["walk"]] == [0, 1, 2]
+    assert [w["level"] for w in f["walk"]] == [0, 1, 2, 3]  # the zero entry is the PTE
     assert "CR2: ffff8800ba800010" in s["oops"]
 
 
