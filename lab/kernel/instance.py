@@ -19,7 +19,7 @@ from ..hw.memory import ZERO, ContentTag, PhysicalMemory
 from . import programs
 from .layout import (IST_DF, IST_MC, IST_NMI, LOW_MEM_LIMIT, PAGE_SIZE, PERCPU_PAGES,
                      START_KERNEL_MAP, THREAD_PAGES, E820Entry, KernelImage, Layout, Memblock,
-                     boot_noise)
+                     boot_noise, direct_va)
 from .mapping import kernel_physical_mapping_init, text_mapping
 from .version import get_version
 
@@ -188,7 +188,7 @@ class Kernel:
             programs.start_secondary(),
             programs.core_restore_code(),
             programs.resume_target_kernel(),
-            *programs.handlers(),
+            *programs.handlers(img.text_va(img.data.start + 4)),
         ]
         va = img.text_va(img.text.start) + 0x1000
         for prog in progs:
@@ -235,6 +235,7 @@ class Kernel:
         cpu.ist = self.ist(cpu.id)
         cpu.regs["rsp"] = self.layout.stack_top(cpu.id)
         cpu.regs["r9"] = cpu.id * 64
+        cpu.regs["gs_base"] = direct_va(self.layout.percpu[cpu.id] * PAGE_SIZE)  # wrmsr(MSR_GS_BASE)
         cpu.rip = self.symbols[symbol]
         cpu.if_flag = False
 

@@ -68,9 +68,29 @@ def safe_page_spin(hint: int) -> Program:
                    source="2016 thread: hibernation trampoline in a safe page")
 
 
-def handlers() -> list[Program]:
+NMI_STATE = 0x40  # this CPU's nmi_state in its per-CPU area (arch/x86/kernel/nmi.c DEFINE_PER_CPU)
+
+
+def nmi_entry(nmi_desc_va: int) -> Program:
+    """arch/x86/entry/entry_64.S ``nmi`` and arch/x86/kernel/nmi.c do_nmi() (v4.x), the
+    memory they touch: registers saved on the NMI IST stack, this CPU's ``nmi_state`` read and
+    written through GS, the handler list ``nmi_desc`` in kernel data read; then the handlers
+    (a model routine) and IRET.  An NMI in the restore kernel during the copy therefore walks
+    the same tables a woken CPU would."""
+    return Program("nmi", [
+        I("push", "rax", comment="entry_64.S: save registers on the IST stack"),
+        I("load", "rax", mem("gs_base", NMI_STATE), comment="this_cpu_read(nmi_state)"),
+        I("store", mem("gs_base", NMI_STATE), "rax", comment="this_cpu_write(nmi_state, NMI_EXECUTING)"),
+        I("load", "rax", mem(None, nmi_desc_va), comment="nmi_desc[NMI_LOCAL].head (kernel data)"),
+        I("model", "do_nmi", comment="nmi_handle(): no handler claims it: unknown NMI"),
+        I("pop", "rax"),
+        I("iretq"),
+    ], source="arch/x86/entry/entry_64.S nmi; arch/x86/kernel/nmi.c do_nmi()")
+
+
+def handlers(nmi_desc_va: int) -> list[Program]:
     """Exception entry points (arch/x86/entry/entry_64.S idtentry) reduced to the call of the
-    C handler; the C handlers are model routines."""
+    C handler, which is a model routine; the NMI entry touches what the real one touches."""
     return [
         Program("page_fault", [I("model", "do_page_fault"), I("iretq")],
                 source="arch/x86/mm/fault.c: do_page_fault() -> no_context() -> oops"),
@@ -80,8 +100,7 @@ def handlers() -> list[Program]:
                 source="arch/x86/kernel/traps.c: do_general_protection()"),
         Program("invalid_op", [I("model", "do_invalid_op"), I("iretq")],
                 source="arch/x86/kernel/traps.c: do_invalid_op()"),
-        Program("nmi", [I("model", "do_nmi"), I("iretq")],
-                source="arch/x86/kernel/nmi.c: do_nmi() (unknown NMI: logged, returns)"),
+        nmi_entry(nmi_desc_va),
         Program("machine_check", [I("model", "do_machine_check"), I("iretq")],
                 source="arch/x86/kernel/cpu/mcheck/mce.c: do_machine_check() (corrected: logged)"),
     ]
