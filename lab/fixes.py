@@ -49,6 +49,13 @@ class ZeroPage(Fix):
     play_dead = "mwait_play_dead_zero_page"
 
 
+class MwaitHlt(Fix):
+    name = "mwait-hlt"
+    title = "rejected alternative: modify mwait_play_dead to fall into hlt after any wake-up"
+    source = "2016 thread: not done because the woken CPU still runs text whose mapping is not safe (ab76f7b4ab23)"
+    play_dead = "mwait_play_dead_then_hlt"
+
+
 class Hlt(Fix):
     name = "hlt"
     title = "merged: hlt_play_dead while resuming (406f992e4a37, v4.8)"
@@ -97,7 +104,8 @@ class Trampoline(Fix):
         rt.machine.start(cpu.id, rt.machine.sched.now + rt.machine.timing.instr_ns)
 
 
-FIXES: dict[str, Fix] = {f.name: f for f in (Mwait(), Hlt(), HltSmt(), ZeroPage(), Init(), Trampoline())}
+FIXES: dict[str, Fix] = {f.name: f for f in (Mwait(), Hlt(), HltSmt(), ZeroPage(), Init(), Trampoline(),
+                                              MwaitHlt())}
 
 
 def get_fix(name: str) -> Fix:

@@ -71,10 +71,13 @@ class Config:
     image_early_noise: int | None = None  # exact early reservations of each boot (None: seeded)
     restore_early_noise: int | None = None
     late_noise_exact: int | None = None
+    image_initcalls: int | None = None  # exact pages each boot's initcalls allocate (None: seeded)
+    restore_initcalls: int | None = None
     restore_in_use: int | str = 16 * MiB
     same_build: bool = True
     step_budget: int = 2_000_000
     kernel_version: str = "4.7"  # lab.kernel.version: thread_info layout, mark_rodata_ro's NX gap
+    play_dead_at_text_end: bool = False  # calibration: the play_dead routines in the last text page
     nosmt: bool = False  # SMT siblings offlined at boot (into the kernel's default mwait_play_dead)
     inject: tuple[tuple[str, int, int], ...] = ()  # (nmi|smi|mce|init, cpu, time in ns): fault injection
 
@@ -118,7 +121,7 @@ class Config:
                 f"image too small: it holds at least the kernel and its boot allocations "
                 f"(about {(kernel + self.ram // 64 + 8 * MiB) >> 20} MiB), got {self.image >> 20} MiB")
         for name in ("pci_hole", "gbpages", "debug_pagealloc", "clflush_triggers", "deep_cstate_loses_tlb",
-                     "same_build", "nosmt"):
+                     "same_build", "nosmt", "play_dead_at_text_end"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         self.e820()  # validates holes and the end of low RAM
@@ -190,6 +193,14 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
                     dict(cpus=4, threads_per_core=2, ram=2986 * MiB, image=1 * GiB, e820_end_below_4g=0xBA9F7000,
                          holes=((0xB7D9E000, 0xB7F9F000),), restore_early_noise=300, image_early_noise=700,
                          late_noise_exact=199, restore_in_use=256 * MiB, kernel_version="4.0")),
+    "text-mapping": ("4 CPUs, 1 GiB, v4.7: mark_rodata_ro() splits the last 2 MiB text page into a PT made at "
+                     "run time, and play_dead's code sits in it; a woken CPU fetches through whatever the copy "
+                     "left there (mwait-hlt fails, hlt resumes)",
+                     dict(cpus=4, threads_per_core=2, ram=1 * GiB, image=384 * MiB, kernel_text_pages=700,
+                          kernel_data_pages=256, kernel_bss_pages=256, restore_early_noise=300,
+                          image_early_noise=700, restore_in_use=32 * MiB, play_dead_at_text_end=True,
+                          restore_initcalls=64, image_initcalls=96,
+                          kernel_version="4.7")),
 }
 
 
@@ -210,6 +221,17 @@ CALIBRATION: dict[str, tuple[tuple[str, str], ...]] = {
         ("kernel_version=4.0",
          "thread_info->flags at 0x10 (with exec_domain, before v4.1), as the report's address ends in 0x10"),
         ("seed", "varies: jitter of the copy and of wake-ups, the bytes of image data (whether the PTE read is 0)"),
+    ),
+    "text-mapping": (
+        ("kernel_text_pages=700",
+         "the text ends 0x2bc pages into the kernel, inside a 2 MiB page, which mark_rodata_ro() splits"),
+        ("play_dead_at_text_end=True",
+         "the play_dead routines are placed in the last text page, i.e. in the split page (in a real kernel "
+         "their place is set by the link order)"),
+        ("restore_initcalls=64, image_initcalls=96",
+         "the image kernel's initcalls took more pages, so the restore kernel's split PT sits in a frame the "
+         "image kernel used for other data: the copy overwrites it early"),
+        ("seed", "varies: memory in use, jitter, the bytes of image data read as PTEs"),
     ),
     "workshop": (
         ("debug_pagealloc=True", "a 4 KiB direct map, so the bug shows at seed 0 on a small machine"),
@@ -261,12 +283,13 @@ class Resume:
         base = dict(nr_cpus=c.cpus, text_pages=c.kernel_text_pages, data_pages=c.kernel_data_pages,
                     bss_pages=c.kernel_bss_pages, gbpages=c.gbpages, debug_pagealloc=c.debug_pagealloc, early_noise_pages=c.early_noise_pages,
                     late_noise_pages=c.late_noise_pages, late_noise_exact=c.late_noise_exact,
-                    version=c.kernel_version)
+                    version=c.kernel_version, play_dead_at_text_end=c.play_dead_at_text_end)
         # the image kernel: booted, ran, and wrote the snapshot
         image_mem = PhysicalMemory(c.phys_size)
         self.image_kernel = Kernel("image", image_mem, e820,
                                    BootParams(build_id=1, total_in_use_pages=c.image // PAGE_SIZE,
-                                              early_noise_exact=c.image_early_noise, **base), rng)
+                                              early_noise_exact=c.image_early_noise,
+                                              initcall_exact=c.image_initcalls, **base), rng)
         self.image: Image = snapshot(image_mem, self.image_kernel.layout.memblock.intervals())
         self.image.restore_cr3 = self.image_kernel.cr3
         # the restore kernel: a fresh boot on the machine
@@ -276,7 +299,8 @@ class Resume:
         restore_build = 1 if c.same_build else 2
         self.restore_kernel = Kernel("restore", m.memory, e820,
                                      BootParams(build_id=restore_build, extra_in_use_pages=c.restore_in_use // PAGE_SIZE,
-                                                early_noise_exact=c.restore_early_noise, **base), rng)
+                                                early_noise_exact=c.restore_early_noise,
+                                                initcall_exact=c.restore_initcalls, **base), rng)
         self.restore_kernel.register_code(m)
         if not c.same_build:
             self.image_kernel.register_code(m)

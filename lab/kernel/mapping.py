@@ -8,10 +8,12 @@ level2_kernel_pgt: static tables in .data mapping the first 512 MiB at __START_K
 """
 from __future__ import annotations
 
+from typing import Callable
+
 from ..hw.memory import PhysicalMemory
 from ..hw.pagetable import PageTables
 from ..hw.paging import make_entry
-from .layout import PAGE_OFFSET, PAGE_SIZE, Layout, Memblock, direct_va
+from .layout import PAGE_OFFSET, PAGE_SIZE, PMD_PAGES, Layout, Memblock, direct_va
 
 KERNEL_IMAGE_SIZE = 512 << 20
 
@@ -131,3 +133,35 @@ def _level_of(memory: PhysicalMemory, layout: Layout, pfn: int) -> int:
 
 def _round_down(x: int, align: int) -> int:
     return x & ~(align - 1)
+
+
+def mark_rodata_ro(memory: PhysicalMemory, layout: Layout, alloc_page: Callable[[], int], agent: str) -> int | None:
+    """arch/x86/mm/init_64.c mark_rodata_ro() after ab76f7b4ab23 ("x86/mm: Set NX on gap
+    between __ex_table and rodata", v4.6): set_memory_ro(_text .. rodata end), then
+    set_memory_nx(text_end, all_end) with text_end = PFN_ALIGN(__stop___ex_table) and all_end
+    the 2 MiB-rounded end of the image.  The 2 MiB text page holding text_end cannot be both
+    executable and NX: cpa splits it (split_large_page) into a 4 KiB table allocated at run time
+    by the page allocator, so its frame differs from boot to boot.  Returns that frame (None
+    when text_end is 2 MiB aligned and nothing is split)."""
+    img = layout.image
+    l2 = img.level2_kernel_pgt * PAGE_SIZE
+    text_end = img.text.stop
+    all_end = -(-img.bss.stop // PMD_PAGES) * PMD_PAGES
+    split = None
+    for big in range(img.phys_base // PMD_PAGES, all_end // PMD_PAGES):
+        first = big * PMD_PAGES
+        ro = first < img.rodata.stop
+        if first < text_end < first + PMD_PAGES:  # the page around the gap: split it
+            split = alloc_page()
+            table = split * PAGE_SIZE
+            for i in range(512):
+                pfn = first + i
+                memory.write_u64(table + i * 8, make_entry(pfn * PAGE_SIZE, rw=False, g=True, a=True,
+                                                           nx=pfn >= text_end), agent)
+            memory.write_u64(l2 + big * 8, make_entry(table, rw=True, a=True), agent)
+            layout.table_frames_text.append(split)
+            layout.roles[split] = "text-mapping PT (mark_rodata_ro split)"
+            continue
+        memory.write_u64(l2 + big * 8, make_entry(first * PAGE_SIZE, rw=not ro, ps=True, g=True, a=True, d=True,
+                                                  nx=first >= text_end), agent)
+    return split

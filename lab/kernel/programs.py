@@ -38,6 +38,28 @@ def mwait_play_dead(hint: int, ti_flags: int) -> Program:
     ], source="arch/x86/kernel/smpboot.c: mwait_play_dead()")
 
 
+def mwait_play_dead_then_hlt(hint: int, ti_flags: int) -> Program:
+    """The alternative the 2016 thread rejected ("modify mwait_play_dead"): after any wake-up
+    leave the monitor loop for HLT.  The woken CPU still fetches its next instruction, so it
+    depends on the text mapping, which is not safe across hibernation since ab76f7b4ab23."""
+    return Program("mwait_play_dead_then_hlt", [
+        I("mov", "rbx", "rsp", comment="current_thread_info():"),
+        I("and", "rbx", ~(THREAD_SIZE - 1) & ((1 << 64) - 1), comment="  base of the idle stack"),
+        I("add", "rbx", ti_flags, comment="mwait_ptr = &thread_info->flags"),
+        I("wbinvd"),
+        I("clflush", mem("rbx"), comment="erratum AAI65 workaround"),
+        I("mov", "rax", "rbx"),
+        I("mov", "rcx", 0),
+        I("mov", "rdx", 0),
+        I("monitor", comment="__monitor(mwait_ptr, 0, 0)"),
+        I("mov", "rax", hint, comment="deepest C-state hint"),
+        I("mwait", comment="__mwait(eax, 0): any wake-up falls through"),
+        "halt:",
+        I("hlt", comment="then stay in HLT"),
+        I("jmp", "halt"),
+    ], source="2016 thread: the rejected 'modify mwait_play_dead' alternative")
+
+
 def mwait_play_dead_zero_page(hint: int, zero_page_va: int) -> Program:
     """The first proposal of the 2016 thread: monitor a line of the zero page ("nobody writes
     the zero page"), one 64-byte line per CPU so CPUs do not share a line."""
