@@ -41,6 +41,33 @@ class Timing:
 Routine = Callable[[Cpu, int], int]
 
 
+class FrameSet(set):
+    """A set of frames that counts its changes (``version``), so a reader can cache what it
+    derived from it."""
+
+    def __init__(self, *a) -> None:  # noqa: ANN002
+        super().__init__(*a)
+        self.version = 0
+
+    def _bump(name):  # noqa: N805 - builds the mutating methods below
+        def method(self, *a):  # noqa: ANN001, ANN002, ANN202
+            self.version += 1
+            return getattr(set, name)(self, *a)
+        method.__name__ = name
+        return method
+
+    for _n in ("add", "discard", "remove", "pop", "clear", "update", "difference_update",
+               "intersection_update", "symmetric_difference_update", "__ior__", "__iand__", "__isub__",
+               "__ixor__"):
+        locals()[_n] = _bump(_n)
+    del _n, _bump
+
+    def replace(self, frames) -> None:  # noqa: ANN001
+        set.clear(self)
+        set.update(self, frames)
+        self.version += 1
+
+
 class Machine:
     def __init__(self, nr_cpus: int, ram_bytes: int, rng: np.random.Generator, *,
                  phys_bits: int = 46, line_size: int = 64, clflush_triggers: bool = True,
@@ -66,9 +93,18 @@ class Machine:
         self.events: list[Event] = []
         self.observers: list[Callable[[Event], None]] = []
         self.shutdown: str | None = None  # set by a triple fault
-        self.watched_frames: set[int] = set()  # frames an observer wants each store to be its own step
+        self._watched = FrameSet()  # frames an observer wants each store to be its own step
         self._timers: dict[int, Callable[[], None]] = {}  # platform events (fault injection)
         self._timers_made = 0  # ids are never reused, also after earlier timers fired
+
+    @property
+    def watched_frames(self) -> "FrameSet":
+        """Frames whose stores an observer wants to see one at a time, at their exact time."""
+        return self._watched
+
+    @watched_frames.setter
+    def watched_frames(self, frames) -> None:  # noqa: ANN001
+        self._watched.replace(frames)
 
     # -- events ------------------------------------------------------------------------------
     def emit(self, kind: str, cpu: int | None, /, **data: Any) -> Event:

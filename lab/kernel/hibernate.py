@@ -116,6 +116,12 @@ class Pblist(Sequence):
             return len(self.orig) - 1 - i
         return None
 
+    def positions_array(self, pfns: np.ndarray) -> np.ndarray:
+        """Positions of those of ``pfns`` that are on the list (vectorized index_of)."""
+        i = np.searchsorted(self._asc, pfns)
+        ok = (i < len(self._asc)) & (self._asc[np.minimum(i, len(self._asc) - 1)] == pfns)
+        return len(self.orig) - 1 - i[ok]
+
     def positions(self, pfns: Iterable[int]) -> list[int]:
         return [i for i in (self.index_of(p) for p in pfns) if i is not None]
 

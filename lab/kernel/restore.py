@@ -53,6 +53,7 @@ class Runtime:
     copied: int = 0
     temp_tables: list[int] = field(default_factory=list)
     trampoline: tuple[int, Placed, int] | None = None  # (cr3, code, data address) in safe pages
+    _watched_pos: tuple[int, np.ndarray] | None = None
     _copy_end: np.ndarray | None = None  # cumulative page-copy times, drawn when the copy starts
 
     def __post_init__(self) -> None:
@@ -161,8 +162,10 @@ class Runtime:
         pbl = self.loaded.pblist
         n = len(pbl)
         if self._copy_end is None:
-            durations = m.jitter.scale_many(self.timing.page_copy_ns, n)
-            self._copy_end = np.cumsum(durations)  # [k]: end of page k, from the copy's start
+            # each page: its rep movsq plus the loop's jne, so that copying in bulk or page by
+            # page starts every page at the same time
+            durations = m.jitter.scale_many(self.timing.page_copy_ns, n) + m.timing.instr_ns
+            self._copy_end = np.cumsum(durations)  # [k]: end of page k (and its jne), from the start
         i = cpu.regs["rdx"] - 1
         ends = self._copy_end
         before = int(ends[i - 1]) if i else 0  # page i starts now; page i + c at now + ends[i+c-1] - before
@@ -186,13 +189,24 @@ class Runtime:
         done = i + count
         cpu.regs["rdx"] = done + 1 if done < n else 0
         cpu.zf = cpu.regs["rdx"] == 0  # testq %rdx, %rdx
-        return int(ends[done - 1]) - before
+        return int(ends[done - 1]) - before - m.timing.instr_ns  # the last jne runs as itself
 
     def _next_watched(self, i: int, n: int) -> int:
-        """The first pblist position >= i whose frame someone watches (n: none)."""
+        """The first pblist position >= i whose frame someone watches (n: none): a monitored
+        line's frame, or one of ``machine.watched_frames`` (their positions cached per
+        version of that set)."""
         m = self.machine
-        watched = set(m.monitor.pages()) | m.watched_frames
-        pos = [p for p in self.loaded.pblist.positions(watched) if p >= i]
+        pbl = self.loaded.pblist
+        pos = [p for p in pbl.positions(m.monitor.pages()) if p >= i]
+        watched = m.watched_frames
+        if watched:
+            if self._watched_pos is None or self._watched_pos[0] != watched.version:
+                arr = np.fromiter(watched, dtype=np.int64, count=len(watched))
+                self._watched_pos = (watched.version, np.sort(pbl.positions_array(arr)))
+            cached = self._watched_pos[1]
+            k = int(np.searchsorted(cached, i))
+            if k < len(cached):
+                pos.append(int(cached[k]))
         return min(pos, default=n)
 
     # -- image kernel ------------------------------------------------------------------------
