@@ -11,9 +11,9 @@ Vocabulary (see /work/shared/FACTS.md sections 1, 2 and 5):
   runs in pblist order and reports either one ``page_copied`` (data ``index``) or, in bulk, one
   ``pages_copied`` (data ``first``, ``count``)), so a frame with pbe index i has been restored
   at that event exactly when i < copy index;
-* the *window*: open while the brk page tables (lowest PFNs, copied last) still hold the
-  restore kernel's content; once they are restored a walk goes through the image kernel's
-  own (already restored) tables.
+* the *window*: open while the brk page tables (low PFNs, copied near the end of the
+  descending copy) still hold the restore kernel's content; once they are restored a walk goes
+  through the image kernel's own (already restored) tables.
 """
 from __future__ import annotations
 
