@@ -132,7 +132,7 @@ class SafePages:
 
     def __init__(self, order: Iterator[np.ndarray], unsafe: np.ndarray, taken: np.ndarray) -> None:
         self._order = order
-        self._unsafe = unsafe  # sorted: image frames and frames the loader already took
+        self._unsafe = unsafe  # sorted image frames
         self._buf: list[int] = []
         self.taken: list[int] = taken.tolist()  # every safe page handed out, the pbe ones first
 
@@ -238,8 +238,9 @@ def load_image(memory: PhysicalMemory, image: Image, restore: Layout) -> Loaded:
         restore.memblock.reserve(s, e - s)
     for pfn in chain.tolist():
         restore.roles[pfn] = "pbe chain page (safe page)"
-    unsafe = np.sort(np.concatenate([image_pfns, taken]))
-    safe = SafePages(_chain(leftover, order), unsafe, safe_list)
+    # the allocator hands each frame out once, so what is left of its order holds none of the
+    # frames taken so far: only image frames are unsafe there
+    safe = SafePages(_chain(leftover, order), image_pfns, safe_list)
     return Loaded(pblist, len(direct), safe, chain.tolist(), len(unsafe_hit))
 
 
@@ -262,9 +263,15 @@ def _runs(sorted_pfns: np.ndarray) -> list[tuple[int, int]]:
 def _fill_direct(memory: PhysicalMemory, image: Image, direct: np.ndarray) -> None:
     """Image pages loaded straight into their original frames."""
     runs = _runs(direct)
-    for piece in image.pieces:
-        for s, e in intersect([(piece.start_pfn, piece.start_pfn + piece.count)], runs):
-            memory.put_range(piece.part(s, e), "loader")
+    starts = [p.start_pfn for p in image.pieces]
+    for s, e in runs:  # each run against the pieces it overlaps
+        k = max(0, bisect_right(starts, s) - 1)
+        while k < len(image.pieces) and image.pieces[k].start_pfn < e:
+            piece = image.pieces[k]
+            a, b = max(s, piece.start_pfn), min(e, piece.start_pfn + piece.count)
+            if a < b:
+                memory.put_range(piece.part(a, b), "loader")
+            k += 1
     for pfn, content in image.pages.items():
         i = int(np.searchsorted(direct, pfn))
         if i < len(direct) and direct[i] == pfn:
@@ -278,8 +285,8 @@ def _fill_safe(memory: PhysicalMemory, image: Image, orig_asc: np.ndarray, safe:
         return
     starts = np.array([p.start_pfn for p in image.pieces], dtype=np.int64)
     piece_of = np.searchsorted(starts, orig_asc, side="right") - 1
-    single = np.fromiter((p in image.pages for p in orig_asc.tolist()), bool, len(orig_asc)) \
-        if image.pages else np.zeros(len(orig_asc), bool)
+    keys = np.array(sorted(image.pages), dtype=np.int64)
+    single = _sorted_member(keys, orig_asc) if len(keys) else np.zeros(len(orig_asc), bool)
     cut = np.flatnonzero((piece_of[1:] != piece_of[:-1]) | single[1:] | single[:-1]) + 1
     edges = sorted(set(stride_runs(orig_asc, safe)) | set(cut.tolist()))
     for a, b in zip(edges, edges[1:]):
@@ -301,7 +308,7 @@ def verify(memory: PhysicalMemory, image: Image) -> list[int]:
     that memory still describes with the image's own tagged range are compared by description;
     frames written one by one are compared one by one."""
     bad: list[int] = []
-    overridden = memory.overridden()
+    overridden = sorted(memory.overridden())
     mem_ranges = list(memory.ranges())
     starts = [r.start_pfn for r in mem_ranges]
     for piece in image.pieces:
@@ -311,9 +318,12 @@ def verify(memory: PhysicalMemory, image: Image) -> list[int]:
             r = mem_ranges[i] if i >= 0 else None
             if r is not None and pfn < r.start_pfn + r.count and r.same_content(piece.part(pfn, end)):
                 stop = min(end, r.start_pfn + r.count)
-                for q in range(pfn, stop):
-                    if q in overridden and not memory.same_content(q, piece.tag_of(q)):
+                k = bisect_right(overridden, pfn - 1)
+                while k < len(overridden) and overridden[k] < stop:  # frames with bytes of their own
+                    q = overridden[k]
+                    if not memory.same_content(q, piece.tag_of(q)):
                         bad.append(q)
+                    k += 1
                 pfn = stop
             else:
                 if not memory.same_content(pfn, piece.tag_of(pfn)):
