@@ -93,6 +93,11 @@ class Config:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool):
                 raise ValueError(f"{name} must be a whole number, got {v!r}")
+        for name in ("image_early_noise", "restore_early_noise", "late_noise_exact", "image_initcalls",
+                     "restore_initcalls"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+                raise ValueError(f"{name} must be a whole number >= 0 or None (seeded), got {v!r}")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
         if not 2 <= self.cpus <= MAX_CPUS:
