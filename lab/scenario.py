@@ -11,7 +11,7 @@ import numpy as np
 
 from .fixes import FIXES, get_fix
 from .hw.cpu import CState, RunState
-from .hw.machine import MAX_CPUS, Machine, Timing
+from .hw.machine import MAX_CPUS, WAKEUPS, Machine, Timing
 from .hw.memory import PAGE_SIZE, PhysicalMemory, parse_size
 from .hw.paging import Walk, walk
 from .hw.sched import Event
@@ -23,6 +23,7 @@ from .kernel.version import get_version
 from .kernel.restore import RestoreTiming, Runtime
 
 INJECTABLE = ("nmi", "smi", "mce", "init")
+STRAYS = ("nmi", "smi", "mce")
 
 
 def parse_injection(text: str) -> tuple[str, int, int]:
@@ -78,6 +79,8 @@ class Config:
     step_budget: int = 2_000_000
     kernel_version: str = "4.7"  # lab.kernel.version: thread_info layout, mark_rodata_ro's NX gap
     play_dead_at_text_end: bool = False  # calibration: the play_dead routines in the last text page
+    stray: tuple[str, ...] = ()  # nmi|smi|mce at a seeded random time during the copy (mce: broadcast)
+    wakeup: str = "init-sipi"  # how the platform starts CPUs: INIT/SIPI, or an ACPI wakeup mailbox
     nosmt: bool = False  # SMT siblings offlined at boot (into the kernel's default mwait_play_dead)
     inject: tuple[tuple[str, int, int], ...] = ()  # (nmi|smi|mce|init, cpu, time in ns): fault injection
 
@@ -87,6 +90,17 @@ class Config:
             raise ValueError(f"unknown preset {self.preset!r}; allowed: {', '.join(PRESETS)}")
         get_fix(self.fix)
         get_version(self.kernel_version)
+        if self.wakeup not in WAKEUPS:
+            raise ValueError(f"wakeup must be one of {', '.join(WAKEUPS)}, got {self.wakeup!r}")
+        why = get_fix(self.fix).unavailable(self)
+        if why:
+            raise ValueError(f"fix {self.fix!r} is not available here: {why}")
+        if isinstance(self.stray, str):
+            set_("stray", (self.stray,))
+        set_("stray", tuple(self.stray))
+        for kind in self.stray:
+            if kind not in STRAYS:
+                raise ValueError(f"stray {kind!r}: allowed kinds {', '.join(STRAYS)}")
         for name in ("cpus", "threads_per_core", "seed", "line_size", "c6_exit_ns", "page_copy_ns",
                      "kernel_text_pages", "kernel_data_pages", "kernel_bss_pages", "early_noise_pages",
                      "late_noise_pages", "step_budget"):
@@ -300,7 +314,7 @@ class Resume:
         # the restore kernel: a fresh boot on the machine
         self.machine = m = Machine(c.cpus, c.phys_size, rng, line_size=c.line_size,
                                    clflush_triggers=c.clflush_triggers, cstates=c.cstates(),
-                                   timing=Timing(), jitter=c.jitter)
+                                   timing=Timing(), jitter=c.jitter, wakeup=c.wakeup)
         restore_build = 1 if c.same_build else 2
         self.restore_kernel = Kernel("restore", m.memory, e820,
                                      BootParams(build_id=restore_build, extra_in_use_pages=c.restore_in_use // PAGE_SIZE,
@@ -321,6 +335,7 @@ class Resume:
         self.runtime = rt = Runtime(m, self.restore_kernel, self.image_kernel, self.image, self.loaded, self.fix,
                                     HotplugTiming(), RestoreTiming(page_copy_ns=c.page_copy_ns))
         rt.phase = "load-image"
+        rt.strays = c.stray
         for cpu in m.cpus[1:]:
             park_idle(rt, cpu)
         for i in siblings:  # nosmt: offline since boot, in native_play_dead's default, mwait

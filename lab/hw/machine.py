@@ -17,7 +17,8 @@ from .memory import PhysicalMemory
 from .monitor import MonitorUnit
 from .sched import Event, Jitter, Scheduler
 
-MAX_CPUS = 64
+MAX_CPUS = 512
+WAKEUPS = ("init-sipi", "mailbox")  # INIT/SIPI (SDM 8.4.4), ACPI MADT multiprocessor wakeup
 TIMER_BASE = 1 << 20  # scheduler ids from here on are platform events, not CPUs
 
 
@@ -72,11 +73,14 @@ class Machine:
     def __init__(self, nr_cpus: int, ram_bytes: int, rng: np.random.Generator, *,
                  phys_bits: int = 46, line_size: int = 64, clflush_triggers: bool = True,
                  cstates: tuple[CState, ...] = DEFAULT_CSTATES, timing: Timing = Timing(),
-                 jitter: float = 0.1) -> None:
+                 jitter: float = 0.1, wakeup: str = "init-sipi") -> None:
         if not isinstance(nr_cpus, int) or not 1 <= nr_cpus <= MAX_CPUS:
             raise ValueError(f"number of CPUs must be 1 to {MAX_CPUS}, got {nr_cpus!r}")
         if not isinstance(rng, np.random.Generator):
             raise ValueError("rng must be a numpy.random.Generator (one seeded generator per run)")
+        if wakeup not in WAKEUPS:
+            raise ValueError(f"unknown wakeup method {wakeup!r}; allowed: {', '.join(WAKEUPS)}")
+        self.wakeup = wakeup  # how APs are started: INIT/SIPI, or an ACPI wakeup mailbox
         self.memory = PhysicalMemory(ram_bytes, phys_bits)
         self.monitor = MonitorUnit(line_size, clflush_triggers)
         self.memory.observers.append(self.monitor.observe)

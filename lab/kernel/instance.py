@@ -217,6 +217,7 @@ class Kernel:
             programs.mwait_play_dead(hint, self.version.ti_flags),
             programs.mwait_play_dead_zero_page(hint, img.text_va(img.empty_zero_page)),
             programs.mwait_play_dead_then_hlt(hint, self.version.ti_flags),
+            programs.mwait_play_dead_dedicated(hint),
             programs.hlt_play_dead(),
         ]
         progs: list[Program] = [

@@ -82,12 +82,71 @@ def hlt_play_dead() -> Program:
     ], source="arch/x86/kernel/smpboot.c: hlt_play_dead()")
 
 
+RELEASE = 8  # offset of the release word in a CPU's trampoline line
+
+
 def safe_page_spin(hint: int) -> Program:
     """The reviewer's hibernation trampoline: a loop in a safe page, reached through page
-    tables in safe pages, monitoring a line of a safe page (rbx); nothing it touches is
-    overwritten by the copy.  The image kernel kicks it out with INIT."""
-    return Program("trampoline_spin", _monitor_mwait_loop(hint, flush=False),
-                   source="2016 thread: hibernation trampoline in a safe page")
+    tables in safe pages, monitoring this CPU's line of a safe data page (rbx); nothing it
+    touches is overwritten by the copy.  "Then kick the other CPUs awake and have them jump
+    back to real code": when the image kernel has written the release word of the line, the
+    CPU goes back into the image kernel (a model routine: its CR3, IDT and stack, then
+    start_secondary)."""
+    return Program("trampoline_spin", [
+        "loop:",
+        I("mov", "rax", "rbx"),
+        I("mov", "rcx", 0),
+        I("mov", "rdx", 0),
+        I("monitor", comment="this CPU's line of the safe data page"),
+        I("mov", "rax", hint),
+        I("mwait"),
+        I("load", "rax", mem("rbx", RELEASE), comment="released by the image kernel?"),
+        I("cmp", "rax", 0),
+        I("je", "loop"),
+        I("model", "trampoline_return", comment="jump back to real code: the image kernel"),
+    ], source="2016 thread (reviewer): hibernation trampoline in a safe page, and the way back")
+
+
+def safe_page_iret(name: str) -> Program:
+    """A handler in the trampoline's safe code page (trampoline-idt): nothing to do but IRET,
+    on an IST stack in a safe page, through the trampoline's own IDT."""
+    return Program(name, [I("iretq", comment="an NMI/#MC while parked: back to the loop")],
+                   source="trampoline-idt: an IDT and handlers in safe pages")
+
+
+MWAIT_CPU_DEAD = 0x80  # per-CPU struct mwait_cpu_dead, cache-line aligned, in the per-CPU area
+CPUDEAD_MWAIT_WAIT, CPUDEAD_MWAIT_KEXEC_HLT = 0xDEADBEEF, 0x4A17DEAD
+MD_CONTROL, MD_STATUS = 0, 8  # u32 fields in Linux; one qword each here
+
+
+def mwait_play_dead_dedicated(hint: int) -> Program:
+    """arch/x86/kernel/smpboot.c mwait_play_dead() after d7893093a741 ("x86/smp: Cure kexec()
+    vs. mwait_play_dead() breakage", 2023): monitor this CPU's own cache line
+    ``mwait_cpu_dead`` {control, status}; after a wake-up, if control says
+    CPUDEAD_MWAIT_KEXEC_HLT, acknowledge in status and stay in HLT.  Its comment: this does
+    NOT protect against a stray MCE, NMI or SMI."""
+    return Program("mwait_play_dead_dedicated", [
+        I("mov", "rbx", "gs_base", comment="md = this_cpu_ptr(&mwait_cpu_dead)"),
+        I("add", "rbx", MWAIT_CPU_DEAD),
+        I("mov", "rax", CPUDEAD_MWAIT_WAIT),
+        I("store", mem("rbx", MD_STATUS), "rax", comment="md->status = CPUDEAD_MWAIT_WAIT"),
+        I("wbinvd"),
+        "loop:",
+        I("clflush", mem("rbx")),
+        I("mov", "rax", "rbx"),
+        I("mov", "rcx", 0),
+        I("mov", "rdx", 0),
+        I("monitor", comment="__monitor(md, 0, 0)"),
+        I("mov", "rax", hint),
+        I("mwait"),
+        I("load", "rax", mem("rbx", MD_CONTROL), comment="READ_ONCE(md->control)"),
+        I("cmp", "rax", CPUDEAD_MWAIT_KEXEC_HLT),
+        I("jne", "loop"),
+        I("store", mem("rbx", MD_STATUS), "rax", comment="WRITE_ONCE(md->status, CPUDEAD_MWAIT_KEXEC_HLT)"),
+        "halt:",
+        I("hlt", comment="while (1) native_halt();"),
+        I("jmp", "halt"),
+    ], source="arch/x86/kernel/smpboot.c: mwait_play_dead() (d7893093a741, v6.5)")
 
 
 NMI_STATE = 0x40  # this CPU's nmi_state in its per-CPU area (arch/x86/kernel/nmi.c DEFINE_PER_CPU)
@@ -183,5 +242,6 @@ def resume_target_kernel() -> Program:
     return Program("resume_target_kernel", [
         I("cli", comment="local_irq_disable()"),
         I("model", "hibernate_resume_nonboot_cpu_disable", comment="each non-boot CPU -> play_dead"),
+        I("model", "kick_parked_cpus", comment="the fix's kick of parked CPUs, if it has one"),
         I("model", "swsusp_arch_resume", comment="temporary tables, relocate code, jump"),
     ], source="kernel/power/hibernate.c: resume_target_kernel()")
