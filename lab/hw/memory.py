@@ -352,6 +352,10 @@ class PhysicalMemory:
             raise ValueError(f"copy_frames: {n} sources but {len(dst)} destinations")
         if n == 0:
             return
+        if n <= 4:  # a few pages (the copy between two other actors' events): one by one
+            for a, b in zip(np.asarray(src).tolist(), np.asarray(dst).tolist()):
+                self.copy_page(a, b, agent)
+            return
         src = np.asarray(src, dtype=np.int64)
         dst = np.asarray(dst, dtype=np.int64)
         edges = stride_runs(src, dst)

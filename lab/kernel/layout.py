@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -184,7 +185,7 @@ class KernelImage:
     def text(self) -> range:
         return range(self.phys_base, self.phys_base + self.text_pages)
 
-    @property
+    @cached_property
     def gap(self) -> range:
         """PFN_ALIGN(__stop___ex_table) up to __start_rodata (2 MiB aligned)."""
         return range(self.text.stop, -(-self.text.stop // PMD_PAGES) * PMD_PAGES)

@@ -91,8 +91,9 @@ def kernel_physical_mapping_init(memory: PhysicalMemory, layout: Layout, membloc
             step <<= 21 - 12 - 1
     map_ram(real_end, top)
     names = {0: "PDPT", 1: "PD", 2: "PT"}
+    levels = _table_levels(memory, layout)
     for pfn in layout.table_frames:
-        level = _level_of(memory, layout, pfn)
+        level = levels.get(pfn, -1)
         where = " in brk" if pfn in layout.image.brk_pgt_buf else ""
         layout.roles[pfn] = f"direct-map {names.get(level, 'table')}{where}"
     return used
@@ -111,24 +112,25 @@ def _top_free_2m(layout: Layout, memblock: Memblock, top: int) -> int:
     raise ValueError("no free 2 MiB block of RAM to start the direct map")
 
 
-def _level_of(memory: PhysicalMemory, layout: Layout, pfn: int) -> int:
-    """0 for a PDPT hung off the PML4, 1 for a PD, 2 for a PT (by who points at it)."""
-    pml4 = layout.image.init_level4_pgt * PAGE_SIZE
-    target = pfn * PAGE_SIZE
-    frontier = [(pml4, -1)]
+def _table_levels(memory: PhysicalMemory, layout: Layout) -> dict[int, int]:
+    """Frame -> 0 for a PDPT hung off the PML4's direct-map slot, 1 for a PD, 2 for a PT (by
+    who points at it), in one walk over the direct map's tables."""
+    levels: dict[int, int] = {}
+    tables = set(layout.table_frames)
+    frontier = [(layout.image.init_level4_pgt, -1)]
     while frontier:
         table, lvl = frontier.pop()
-        if lvl >= 2:
-            continue
-        for i in range(512) if lvl >= 0 else (272,):
-            e = memory.read_u64(table + i * 8)
-            if e & 1 and not (e & 0x80 and lvl >= 0):
-                nxt = e & 0x000FFFFFFFFFF000
-                if nxt == target:
-                    return lvl + 1
-                if lvl + 1 < 2 and nxt in {f * PAGE_SIZE for f in layout.table_frames}:
+        arr = memory.read_page(table)
+        present = arr[272:273] if lvl < 0 else arr
+        for e in present.tolist():
+            if not e & 1 or (e & 0x80 and lvl >= 0):
+                continue
+            nxt = (e & 0x000FFFFFFFFFF000) >> 12
+            if nxt in tables and nxt not in levels:
+                levels[nxt] = lvl + 1
+                if lvl + 1 < 2:
                     frontier.append((nxt, lvl + 1))
-    return -1
+    return levels
 
 
 def _round_down(x: int, align: int) -> int:
