@@ -132,7 +132,7 @@ class SafePages:
 
     def __init__(self, order: Iterator[np.ndarray], unsafe: np.ndarray, taken: np.ndarray) -> None:
         self._order = order
-        self._unsafe = unsafe  # sorted image frames
+        self._unsafe = unsafe  # bitmap: image frames
         self._buf: list[int] = []
         self.taken: list[int] = taken.tolist()  # every safe page handed out, the pbe ones first
 
@@ -141,9 +141,7 @@ class SafePages:
             block = next(self._order, None)
             if block is None:
                 raise ValueError("out of safe pages: RAM too small for the restore kernel plus the image")
-            hit = np.searchsorted(self._unsafe, block)
-            ok = (hit >= len(self._unsafe)) | (self._unsafe[np.minimum(hit, len(self._unsafe) - 1)] != block)
-            self._buf = block[ok].tolist()[::-1]
+            self._buf = block[~self._unsafe[block]].tolist()[::-1]
         pfn = self._buf.pop()
         self.taken.append(pfn)
         return pfn
@@ -169,7 +167,7 @@ def _sorted_member(sorted_arr: np.ndarray, values: np.ndarray) -> np.ndarray:
     return (i < len(sorted_arr)) & (sorted_arr[np.minimum(i, len(sorted_arr) - 1)] == values)
 
 
-def _take(order: Iterator[np.ndarray], count: int, image: np.ndarray, safe_only: bool,
+def _take(order: Iterator[np.ndarray], count: int, image: np.ndarray, safe_only: bool,  # image: a bitmap
           leftover: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """``count`` allocations in allocator order: (image frames hit, safe frames got).  With
     ``safe_only`` image frames do not count (get_image_page(PG_SAFE) skips them)."""
@@ -181,7 +179,7 @@ def _take(order: Iterator[np.ndarray], count: int, image: np.ndarray, safe_only:
         if block is None:
             raise ValueError("out of memory while preallocating the image (prepare_image: -ENOMEM); "
                              "use a larger ram or a smaller image")
-        unsafe = _sorted_member(image, block)
+        unsafe = image[block]
         if safe_only:
             cum = np.cumsum(~unsafe)
             cut = int(np.searchsorted(cum, need)) + 1 if cum[-1] >= need else len(block)
@@ -218,13 +216,18 @@ def load_image(memory: PhysicalMemory, image: Image, restore: Layout) -> Loaded:
     image_pfns = np.concatenate([np.arange(s, e, dtype=np.int64) for s, e in image_iv]) if image_iv \
         else np.empty(0, np.int64)
     n = len(image_pfns)
+    is_image = np.zeros(memory.nr_frames, dtype=bool)  # the "unsafe" bitmap (mark_unsafe_pages)
+    is_image[image_pfns] = True
     order = allocation_order(free)
     leftover: list[np.ndarray] = []
     n_chain = -(-n // PBES_PER_LINKED_PAGE)
-    unsafe_hit, chain = _take(order, n_chain, image_pfns, True, leftover)
-    direct_hit, safe_list = _take(order, n - len(unsafe_hit), image_pfns, False, leftover)
+    unsafe_hit, chain = _take(order, n_chain, is_image, True, leftover)
+    direct_hit, safe_list = _take(order, n - len(unsafe_hit), is_image, False, leftover)
     direct = np.sort(np.concatenate([unsafe_hit, direct_hit]))
-    pbe_orig_asc = image_pfns[~_sorted_member(direct, image_pfns)] if len(direct) else image_pfns
+    is_direct = np.zeros(memory.nr_frames, dtype=bool)
+    is_direct[direct] = True
+    pbe_orig_asc = image_pfns[~is_direct[image_pfns]]
+    del is_direct
     k = len(pbe_orig_asc)
     if len(safe_list) < k:  # cannot happen: every allocation is one or the other
         raise AssertionError("preallocation gave fewer safe pages than pbes")
@@ -240,7 +243,7 @@ def load_image(memory: PhysicalMemory, image: Image, restore: Layout) -> Loaded:
         restore.roles[pfn] = "pbe chain page (safe page)"
     # the allocator hands each frame out once, so what is left of its order holds none of the
     # frames taken so far: only image frames are unsafe there
-    safe = SafePages(_chain(leftover, order), image_pfns, safe_list)
+    safe = SafePages(_chain(leftover, order), is_image, safe_list)
     return Loaded(pblist, len(direct), safe, chain.tolist(), len(unsafe_hit))
 
 
