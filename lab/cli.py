@@ -36,6 +36,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="SMT siblings offline since boot (in mwait_play_dead)")
     run.add_argument("--inject", action="append", default=None, metavar="KIND:CPU@NS",
                      help="fault injection, e.g. nmi:1@30000000 (repeatable; kinds nmi, smi, mce, init)")
+    # hazard settings of `compare` (so every cell's reproducing command is a plain `run`)
+    hz = run.add_argument_group("hazard settings (as `compare` writes them)")
+    hz.add_argument("--stray", action="append", default=None, metavar="KIND",
+                    help="a stray nmi, smi or mce at a seeded time during the copy (repeatable)")
+    hz.add_argument("--wakeup", default=None, help="how the image kernel starts APs, e.g. mailbox")
+    hz.add_argument("--clflush-triggers", action=argparse.BooleanOptionalAction, default=None,
+                    help="a remote CLFLUSH of a monitored line triggers the monitor (default: on)")
+    hz.add_argument("--play-dead-at-text-end", action=argparse.BooleanOptionalAction, default=None,
+                    help="the play_dead routines in the last text page (text-mapping calibration)")
+    hz.add_argument("--kernel-text-pages", type=int, default=None, help="pages of kernel text")
+    hz.add_argument("--restore-initcalls", type=int, default=None, help="pages the restore kernel's initcalls take")
+    hz.add_argument("--image-initcalls", type=int, default=None, help="pages the image kernel's initcalls take")
     run.add_argument("--json", action="store_true", help="print one JSON object")
     run.add_argument("--trace", default=None, help="write the trace (config and events) to FILE")
     sub.add_parser("presets", help="list the presets")
@@ -48,7 +60,26 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--json", action="store_true", help="print the records as JSON lines")
     rp = sub.add_parser("replay", help="run a trace's configuration again and compare digests")
     rp.add_argument("file")
+    cmp = sub.add_parser("compare", help="every fix against every hazard over seeds: failure rates, costs, "
+                                         "a reproducing command per cell")
+    cmp.add_argument("--preset", default="workshop", help=f"one of: {', '.join(PRESETS)}")
+    cmp.add_argument("--seeds", default="0-31", help="e.g. 0-31 or 1,4,9-11")
+    cmp.add_argument("--fix", action="append", default=None, help="repeatable (default: every fix)")
+    cmp.add_argument("--hazard", action="append", default=None,
+                     help="repeatable (default: every hazard; python -m lab compare --list-hazards)")
+    cmp.add_argument("--list-hazards", action="store_true", help="list the hazards and exit")
+    cmp.add_argument("--jobs", type=int, default=1, help="worker processes (1: run here)")
+    cmp.add_argument("--json", action="store_true", help="print one JSON document with every cell")
     return p
+
+
+def _per_cpu(counts: dict) -> str:
+    """cpu0=.., cpu1=..; past 16 CPUs the spread instead (the JSON has every CPU)."""
+    if len(counts) <= 16:
+        return ", ".join(f"cpu{k}={v}" for k, v in counts.items())
+    vals = sorted(counts.values())
+    return (f"{len(vals)} CPUs, min {vals[0]}, median {vals[len(vals) // 2]}, max {vals[-1]} "
+            "(--json lists each)")
 
 
 def _summary_text(s: dict) -> str:
@@ -58,7 +89,10 @@ def _summary_text(s: dict) -> str:
              f"  pages copied: {s['pages_copied']}, simulated time: {s['time_ns'] / 1e6:.3f} ms, steps: {s['steps']}",
              f"  resume ended (verdict taken) at: "
              + (f"{s['resume_ended_ns'] / 1e6:.3f} ms" if s.get('resume_ended_ns') is not None else "never"),
-             "  wake-ups per CPU: " + ", ".join(f"cpu{k}={v}" for k, v in s["wakeups"].items())]
+             "  wake-ups per CPU: " + _per_cpu(s["wakeups"]),
+             f"  during the copy: {s['costs']['wakeups']} wake-ups of parked CPUs "
+             f"({s['costs']['wakeups_per_ms']:.1f} per ms), {s['costs']['awake_ns'] / 1e6:.3f} ms awake in all, "
+             f"{s['costs']['sharing_cpus']} CPUs sharing a monitored line, {s['costs']['ipis']} IPIs"]
     for f in s["faults"]:
         during = f" while delivering {f['during']}" if f["during"] else ""
         walk = " -> ".join(f"L{w['level']}@{w['frame']}:{w['entry']}" for w in f["walk"])
@@ -96,6 +130,36 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from concurrent.futures import ProcessPoolExecutor
+
+    from . import compare as cmp
+    from .campaign import parse_seeds
+
+    if args.list_hazards:
+        for name, (text, _) in cmp.HAZARDS.items():
+            print(f"{name:<22} {text}")
+        return 0
+    if not 1 <= args.jobs <= 64:
+        raise ValueError(f"--jobs must be 1 to 64, got {args.jobs}")
+    if args.preset not in PRESETS:
+        raise ValueError(f"unknown preset {args.preset!r}; allowed: {', '.join(PRESETS)}")
+    seeds = parse_seeds(args.seeds)
+    for f in args.fix or ():
+        if f not in FIXES:
+            raise ValueError(f"unknown fix {f!r}; allowed: {', '.join(FIXES)}")
+    for h in args.hazard or ():
+        if h not in cmp.HAZARDS:
+            raise ValueError(f"unknown hazard {h!r}; allowed: {', '.join(cmp.HAZARDS)}")
+    if args.jobs == 1:
+        df = cmp.compare(args.preset, args.fix, args.hazard, seeds)
+    else:
+        with ProcessPoolExecutor(args.jobs) as pool:
+            df = cmp.compare(args.preset, args.fix, args.hazard, seeds, executor=pool)
+    print(json.dumps(cmp.to_json(df), sort_keys=True) if args.json else cmp.to_text(df))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -111,15 +175,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "sweep":
             return _sweep(args)
+        if args.command == "compare":
+            return _compare(args)
         if args.command == "replay":
             data = trace.load(args.file)
             r, same = trace.replay(data)
             print(f"replayed {args.file}: outcome {r.outcome}, digest {'matches' if same else 'DIFFERS'}")
             return 0 if same else 1
+        hazard = {k: v for k, v in dict(stray=tuple(args.stray) if args.stray else None, wakeup=args.wakeup,
+                                        clflush_triggers=args.clflush_triggers,
+                                        play_dead_at_text_end=args.play_dead_at_text_end,
+                                        kernel_text_pages=args.kernel_text_pages,
+                                        restore_initcalls=args.restore_initcalls,
+                                        image_initcalls=args.image_initcalls).items() if v is not None}
         config = Config.from_preset(args.preset, fix=args.fix, cpus=args.cpus,
                                     threads_per_core=args.threads_per_core, nosmt=args.nosmt,
                                     kernel_version=args.kernel_version, ram=args.ram, image=args.image,
-                                    seed=args.seed, inject=tuple(args.inject) if args.inject else None)
+                                    seed=args.seed, inject=tuple(args.inject) if args.inject else None, **hazard)
         r = Resume(config)
         r.run()
         s = r.summary()

@@ -516,6 +516,41 @@ class Resume:
         self.cpu(cpu)
         return self.restore_kernel.layout.mwait_ptr(cpu)
 
+    def copy_costs(self) -> dict[str, Any]:
+        """The non-boot CPUs during the copy (from the copy phase to the image kernel, or to the
+        end): wake-ups, wake-ups per ms, ns spent running; IPIs and safe pages of the whole run."""
+        start = end = None
+        for e in self.events:
+            if e.kind == "phase" and e.data["phase"] == "copy":
+                start = e.t
+            elif e.kind == "phase" and e.data["phase"] == "image-kernel" and start is not None:
+                end = e.t
+                break
+        if start is None:
+            start = end = self.now
+        end = self.now if end is None else end
+        wakes = 0
+        awake = 0
+        running_since: dict[int, int] = {}
+        for e in self.events:
+            if e.cpu is None or e.cpu == 0:
+                continue
+            if e.kind == "wake":  # leaving the C-state counts as awake
+                wakes += start <= e.t <= end
+                running_since.setdefault(e.cpu, e.t)
+            elif e.kind == "state":
+                if e.data.get("state") == "running":
+                    running_since.setdefault(e.cpu, e.t)
+                elif e.cpu in running_since:
+                    t0 = running_since.pop(e.cpu)
+                    awake += max(0, min(e.t, end) - max(t0, start))
+        for t0 in running_since.values():
+            awake += max(0, end - max(t0, start))
+        span_ms = max(end - start, 1) / 1e6
+        return {"wakeups": wakes, "wakeups_per_ms": round(wakes / span_ms, 3), "awake_ns": awake,
+                "ipis": self.machine.apic.sent, "safe_pages": len(self.loaded.safe.taken),
+                "sharing_cpus": self.runtime.sharing_cpus}
+
     def summary(self) -> dict[str, Any]:
         faults = self.faults()
         return {"config": self.config.to_dict(), "fix": self.config.fix, "seed": self.config.seed,
@@ -523,5 +558,5 @@ class Resume:
                 "oops": self.oopses[0].text if self.oopses else None,
                 "wakeups": {str(k): v for k, v in self.wakeups().items()},
                 "pages_copied": self.runtime.copied, "time_ns": self.now, "steps": self.steps,
-                "resume_ended_ns": self.resume_ended_ns, "load": self.loaded.counts(),
+                "resume_ended_ns": self.resume_ended_ns, "load": self.loaded.counts(), "costs": self.copy_costs(),
                 "mismatched_frames": len(self.mismatched_frames()) if self.outcome in ("resumed", "corrupted") else None}
