@@ -154,6 +154,8 @@ class PhysicalMemory:
         self._range_starts: list[int] = []
         self._ranges: list[TaggedRange] = []
         self.observers: list[StoreObserver] = []
+        self._own_changes = 0  # bumped whenever the set of frames with content of their own may change
+        self._own_sorted: tuple[int, list[int]] = (-1, [])
 
     # -- checks -----------------------------------------------------------------------------
     def check_paddr(self, paddr: int, align: int = 1) -> None:
@@ -205,6 +207,7 @@ class PhysicalMemory:
             arr = self.tag(pfn).materialize()  # type: ignore[union-attr]
             self._frames[pfn] = arr
             self._tags.pop(pfn, None)
+            self._own_changes += 1
         return arr
 
     def read_page(self, pfn: int) -> np.ndarray:
@@ -266,6 +269,7 @@ class PhysicalMemory:
         """Store a whole frame (``rep movsq`` of 4 KiB): by tag when the content is tagged, so
         nothing is materialized; every line of the frame is reported as stored."""
         self.check_pfn(pfn)
+        self._own_changes += 1
         if isinstance(content, ContentTag):
             self._frames.pop(pfn, None)
             self._tags[pfn] = content
@@ -334,6 +338,7 @@ class PhysicalMemory:
                 tail = [last.part(end, last.start_pfn + last.count)]
         starts[j:k] = [r.start_pfn] + [t.start_pfn for t in tail]
         ranges[j:k] = [r] + tail
+        self._own_changes += 1
         for d in (self._frames, self._tags):
             if len(d) < r.count:
                 for pfn in [p for p in d if start <= p < end]:
@@ -359,7 +364,7 @@ class PhysicalMemory:
         src = np.asarray(src, dtype=np.int64)
         dst = np.asarray(dst, dtype=np.int64)
         edges = stride_runs(src, dst)
-        own = sorted(self.overridden())
+        own = self.overridden_sorted()
         for a, b in zip(edges, edges[1:]):
             self._copy_run(src[a:b], dst[a:b], own, agent)
 
@@ -402,6 +407,12 @@ class PhysicalMemory:
 
     def ranges(self) -> Iterable[TaggedRange]:
         return tuple(self._ranges)
+
+    def overridden_sorted(self) -> list[int]:
+        """``overridden()`` as a sorted list, cached until it may have changed."""
+        if self._own_sorted[0] != self._own_changes:
+            self._own_sorted = (self._own_changes, sorted(self.overridden()))
+        return self._own_sorted[1]
 
     def overridden(self) -> set[int]:
         """Frames with per-frame content (materialized or tagged one by one)."""

@@ -311,7 +311,7 @@ def verify(memory: PhysicalMemory, image: Image) -> list[int]:
     that memory still describes with the image's own tagged range are compared by description;
     frames written one by one are compared one by one."""
     bad: list[int] = []
-    overridden = sorted(memory.overridden())
+    overridden = memory.overridden_sorted()
     mem_ranges = list(memory.ranges())
     starts = [r.start_pfn for r in mem_ranges]
     for piece in image.pieces:
