@@ -31,12 +31,6 @@ PF_P, PF_WR, PF_US, PF_RSVD, PF_ID = 1, 2, 4, 8, 16
 # (logical AND), U/S of every level (AND), no XD at any level (NOT of the OR), and the leaf's
 # dirty flag.  R_W and R_U are the entry bits R/W and U/S shifted down by one.
 R_W, R_U, R_X, R_D = 1, 2, 4, 8
-ALL_RIGHTS = R_W | R_U | R_X
-
-
-def entry_rights(entry: int) -> int:
-    """The rights one entry grants (SDM 4.6): R_W if R/W=1, R_U if U/S=1, R_X if XD=0."""
-    return ((entry >> 1) & (R_W | R_U)) | (0 if entry & NX else R_X)
 
 
 def needed_rights(*, write: bool, fetch: bool, user: bool, wp: bool, nxe: bool) -> int:
@@ -51,11 +45,6 @@ def needed_rights(*, write: bool, fetch: bool, user: bool, wp: bool, nxe: bool) 
     if fetch and nxe:
         need |= R_X
     return need
-
-
-#: needed_rights for every access, indexed by access_index()
-RIGHTS_NEEDED = tuple(needed_rights(write=bool(i & 1), fetch=bool(i & 2), user=bool(i & 4), wp=bool(i & 8),
-                             nxe=bool(i & 16)) for i in range(32))
 
 
 def access_error_code(*, write: bool, user: bool, fetch: bool, nxe: bool) -> int:
@@ -84,6 +73,22 @@ def make_entry(addr: int, *, p: bool = True, rw: bool = True, us: bool = False, 
         if flag:
             e |= bit
     return e
+
+
+def access_index(*, write: bool, fetch: bool, user: bool, wp: bool, nxe: bool) -> int:
+    """Index of an access kind and control state into RIGHTS_NEEDED and ACCESS_CODES (the hot
+    paths look the answers up instead of computing them; they inline this formula)."""
+    return int(write) | int(fetch) << 1 | int(user) << 2 | int(wp) << 3 | int(nxe) << 4
+
+
+def _access_of(index: int) -> dict[str, bool]:
+    return {name: bool(index >> bit & 1) for bit, name in enumerate(("write", "fetch", "user", "wp", "nxe"))}
+
+
+#: needed_rights and access_error_code of every access, indexed by access_index()
+RIGHTS_NEEDED = tuple(needed_rights(**_access_of(i)) for i in range(32))
+ACCESS_CODES = tuple(access_error_code(**{k: v for k, v in _access_of(i).items() if k != "wp"})
+                     for i in range(32))
 
 
 def reserved_mask(level: int, entry: int, phys_bits: int, nxe: bool = True) -> int:
@@ -193,17 +198,6 @@ class Walk(NamedTuple):
 
 
 
-def access_index(*, write: bool, fetch: bool, user: bool, wp: bool, nxe: bool) -> int:
-    """Index of an access kind and control state into the precomputed rights and error-code
-    tables (the walk's hot path looks them up instead of computing them)."""
-    return int(write) | int(fetch) << 1 | int(user) << 2 | int(wp) << 3 | int(nxe) << 4
-
-
-#: access_error_code for every access, indexed by access_index()
-ACCESS_CODES = tuple(access_error_code(write=bool(i & 1), fetch=bool(i & 2), user=bool(i & 4), nxe=bool(i & 16))
-               for i in range(32))
-
-
 @dataclass
 class TLB:
     """Translations and paging-structure caches of one CPU (SDM 4.10).
@@ -212,8 +206,9 @@ class TLB:
     global), where rights are the R_W, R_U, R_X bits of the whole translation plus R_D when
     the leaf's dirty flag was set (SDM 4.10.2.2: a TLB entry holds the AND of R/W and U/S,
     the OR of XD and the dirty flag); ``psc`` maps (level, linear prefix) to the physical
-    address of the next table and the rights of the levels it skips (SDM 4.10.3.1), so a walk
-    can start below the PML4.  Sizes are unbounded in the model."""
+    address of the next table and the rights of the levels it skips (SDM 4.10.3.1: the AND
+    of R/W and U/S, and XD inverted and ANDed, as entry bits), so a walk can start below the
+    PML4.  Sizes are unbounded in the model."""
 
     entries: dict[int, tuple[int, int, int, bool]] = field(default_factory=dict)
     psc: dict[int, tuple[int, int]] = field(default_factory=dict)  # key: level << 48 | va >> SHIFTS[level]
@@ -320,7 +315,9 @@ def walk(mem: PhysicalMemory, cr3: int, va: int, *, write: bool = False, user: b
     addr_mask = masks[8]
     table = cr3 & ADDR_MASK
     start = 0
-    rights = ALL_RIGHTS
+    # the rights so far, kept as QEMU keeps them: the AND of every entry with XD inverted, so
+    # R/W and U/S are ANDed and the XD position ends up 1 only if no level had XD
+    acc = RW | US | NX
     psc = None
     if tlb is not None:
         psc = tlb.psc
@@ -329,7 +326,7 @@ def walk(mem: PhysicalMemory, cr3: int, va: int, *, write: bool = False, user: b
                 cached = psc.get(level << 48 | va >> SHIFTS[level])
                 if cached is not None:
                     # the entry carries the combined rights of the levels it skips (SDM 4.10.3.1)
-                    table, start, rights = cached[0], level + 1, cached[1]
+                    table, start, acc = cached[0], level + 1, cached[1]
                     break
     # table frames are nearly always materialized: read those directly, anything else (a
     # tagged or never-written frame, an address beyond RAM) through read_u64
@@ -346,17 +343,17 @@ def walk(mem: PhysicalMemory, cr3: int, va: int, *, write: bool = False, user: b
         leaf = level == 3 or (level and e & PS)
         if e & masks[level + 4 if leaf else level]:  # reserved bits set
             return _page_fault(va, steps, ACCESS_CODES[access] | PF_P | PF_RSVD, start, tlb)
-        # entry_rights(e), inlined: R/W and U/S shifted down, R_X unless XD
-        rights &= ((e >> 1) & 3) | (0 if e & NX else R_X)
+        acc &= e ^ NX
         if not leaf:
             if set_accessed and not e & A:
                 mem.write_u64(table + index * 8, e | A, agent)
             table = e & addr_mask
             if psc is not None:
-                psc[level << 48 | va >> shift] = (table, rights)
+                psc[level << 48 | va >> shift] = (table, acc)
             continue
         # access rights are those of the whole translation (SDM 4.6): checked at the leaf, so a
         # not-present or reserved entry below a restrictive one still reports P=0 or RSVD (4.7)
+        rights = ((acc >> 1) & (R_W | R_U)) | (R_X if acc & NX else 0)
         if need & ~rights & ~R_D:
             return _page_fault(va, steps, ACCESS_CODES[access] | PF_P, start, tlb)
         if set_accessed:

@@ -11,8 +11,9 @@ from lab.hw import I
 from lab.hw.cpu import Cpu, CpuFault
 from lab.hw.memory import PhysicalMemory
 from lab.hw.pagetable import PageTables
-from lab.hw.paging import (NX, PF_ID, PF_P, PF_RSVD, PF_US, PF_WR, R_D, R_U, R_W, R_X, RW, TLB,
-                           US, A, D, Fault, access_error_code, needed_rights, walk)
+from lab.hw.paging import (ACCESS_CODES, NX, PF_ID, PF_P, PF_RSVD, PF_US, PF_WR, R_D, R_U, R_W, R_X,
+                           RIGHTS_NEEDED, RW, TLB,
+                           US, A, D, Fault, access_error_code, access_index, needed_rights, walk)
 
 VA = 0x0000_7F12_3456_7000
 PA = 0x0050_0000
@@ -231,3 +232,15 @@ def test_cpu_rejects_a_bad_cpl():
     rig = Rig(nr_cpus=1)
     with pytest.raises(ValueError, match="CPL must be 0..3, got 4"):
         Cpu(5, rig.machine, cpl=4)
+
+
+def test_lookup_tables_match_the_rules_for_every_access():
+    """The walk's precomputed tables are the functions above, for all 32 access kinds."""
+    for write in (False, True):
+        for fetch in (False, True):
+            for user in (False, True):
+                for wp in (False, True):
+                    for nxe in (False, True):
+                        i = access_index(write=write, fetch=fetch, user=user, wp=wp, nxe=nxe)
+                        assert RIGHTS_NEEDED[i] == needed_rights(write=write, fetch=fetch, user=user, wp=wp, nxe=nxe)
+                        assert ACCESS_CODES[i] == access_error_code(write=write, fetch=fetch, user=user, nxe=nxe)
