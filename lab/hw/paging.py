@@ -53,6 +53,7 @@ def access_error_code(*, write: bool, user: bool, fetch: bool, nxe: bool) -> int
     paging CR4.PAE=1; SMEP is off, so without NXE the flag stays 0)."""
     return (PF_WR if write else 0) | (PF_US if user else 0) | (PF_ID if fetch and nxe else 0)
 
+
 _FLAG_NAMES = (("P", P), ("RW", RW), ("US", US), ("PWT", PWT), ("PCD", PCD), ("A", A),
                ("D", D), ("PS", PS), ("G", G), ("NX", NX))
 
