@@ -292,7 +292,8 @@ def walk(mem: PhysicalMemory, cr3: int, va: int, *, write: bool = False, user: b
 
     A and D flags (SDM 4.8): A is set, when clear, in each non-leaf entry the walk uses
     (present, no reserved bit: the entry could be cached, SDM 4.10.3.1), even if a lower level
-    then faults; the leaf's A, and D for a write, are set only when the access is allowed.
+    then faults (implementation specific; Unicorn/QEMU do so); the leaf's A, and D for a
+    write, are set only when the access is allowed.
     The updates are stores by ``agent``.  A #PF invalidates the TLB's entries for ``va``
     (SDM 4.10.4.1)."""
     top = va >> 47
