@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .isa import REGISTERS, Instr, Mem
 from .memory import ContentTag, PhysicalMemory
-from .paging import ACCESS_CODES, PF_P, RIGHTS_NEEDED, TLB, Fault, Walk, walk
+from .paging import RIGHTS_NEEDED, TLB, Fault, Walk, walk
 
 if TYPE_CHECKING:  # pragma: no cover
     from .machine import Machine
@@ -493,7 +493,8 @@ class Cpu:
         wait-for-SIPI.  MSRs such as MCG_STATUS keep their values."""
         self.state = RunState.WAIT_FOR_SIPI
         self.cpl, self.cr0_wp, self.efer_nxe, self.cr4_mce = 0, False, False, False
-        self.nmi_pending = self.nmi_blocked = False
+        self.nmi_pending = self.nmi_blocked = self.smi_latched = False
+        self.smm_until = None  # INIT while in SMM (held until RSM on hardware) is not modelled
         self.rip = 0xFFF0
         self.cr3 = None
         self.idtr = (0, 0xFFFF)
