@@ -384,7 +384,7 @@ class Cpu:
 
     def _smm_step(self) -> int:
         """At the CPU's turn while SMM was entered: the time left in SMM, or RSM; a latched
-        SMI enters SMM again at once.  0 when the CPU runs normally again."""
+        SMI enters SMM again at once (SDM vol. 3C 34.8).  0 when the CPU runs normally again."""
         m = self.machine
         now = m.sched.now
         if now < self.smm_until:  # type: ignore[operator]
