@@ -208,11 +208,11 @@ class TLB:
     the leaf's dirty flag was set (SDM 4.10.2.2: a TLB entry holds the AND of R/W and U/S,
     the OR of XD and the dirty flag); ``psc`` maps (level, linear prefix) to the physical
     address of the next table and the rights of the levels it skips (SDM 4.10.3.1: the AND
-    of R/W and U/S, and XD inverted and ANDed, as entry bits), so a walk can start below the
-    PML4.  Sizes are unbounded in the model."""
+    of the entries, for R/W and U/S, and the OR of their XD bits), so a walk can start below
+    the PML4.  Sizes are unbounded in the model."""
 
     entries: dict[int, tuple[int, int, int, bool]] = field(default_factory=dict)
-    psc: dict[int, tuple[int, int]] = field(default_factory=dict)  # key: level << 48 | va >> SHIFTS[level]
+    psc: dict[int, tuple[int, int, int]] = field(default_factory=dict)  # key: level << 48 | va >> SHIFTS[level]
 
     def lookup(self, va: int) -> tuple[int, int, int, bool] | None:
         get = self.entries.get
@@ -317,9 +317,9 @@ def walk(mem: PhysicalMemory, cr3: int, va: int, *, write: bool = False, user: b
     addr_mask = masks[8]
     table = cr3 & ADDR_MASK
     start = 0
-    # the rights so far, kept as QEMU keeps them: the AND of every entry with XD inverted, so
-    # R/W and U/S are ANDed and the XD position ends up 1 only if no level had XD
-    acc = RW | US | NX
+    # the rights so far (SDM 4.6): ``acc`` is the AND of the entries (R/W and U/S matter),
+    # ``xd`` the OR of their XD bits (bit 63)
+    acc, xd = RW | US, 0
     psc = None
     if tlb is not None:
         psc = tlb.psc
@@ -328,7 +328,7 @@ def walk(mem: PhysicalMemory, cr3: int, va: int, *, write: bool = False, user: b
                 cached = psc.get(level << 48 | va >> SHIFTS[level])
                 if cached is not None:
                     # the entry carries the combined rights of the levels it skips (SDM 4.10.3.1)
-                    table, start, acc = cached[0], level + 1, cached[1]
+                    table, start, acc, xd = cached[0], level + 1, cached[1], cached[2]
                     break
     # table frames are nearly always materialized: read those directly, anything else (a
     # tagged or never-written frame, an address beyond RAM) through read_u64
@@ -345,18 +345,19 @@ def walk(mem: PhysicalMemory, cr3: int, va: int, *, write: bool = False, user: b
         leaf = level == 3 or (level and e & PS)
         if e & masks[level + 4 if leaf else level]:  # reserved bits set
             return _page_fault(va, steps, ACCESS_CODES[access] | PF_P | PF_RSVD, start, tlb)
-        acc &= e ^ NX
+        acc &= e
+        xd |= e >> 63
         if not leaf:
             if set_accessed and not e & A:
                 mem.write_u64(table + index * 8, e | A, agent)
             table = e & addr_mask
             if psc is not None:
-                psc[level << 48 | va >> shift] = (table, acc)
+                psc[level << 48 | va >> shift] = (table, acc, xd)
             continue
         # access rights are those of the whole translation (SDM 4.6): checked at the leaf, so a
         # not-present or reserved entry below a restrictive one still reports P=0 or RSVD (4.7)
-        rights = ((acc >> 1) & (R_W | R_U)) | (R_X if acc & NX else 0)
-        if need & ~rights & ~R_D:
+        rights = ((acc >> 1) & 3) | (0 if xd else R_X)  # R_W, R_U: entry bits 1, 2 shifted down
+        if need & ~rights & 7:  # R_D missing is no fault: the walk sets D
             return _page_fault(va, steps, ACCESS_CODES[access] | PF_P, start, tlb)
         if set_accessed:
             want = (A | D) if write else A
@@ -368,6 +369,6 @@ def walk(mem: PhysicalMemory, cr3: int, va: int, *, write: bool = False, user: b
         if tlb is not None:
             # a translation cached while D=0 cannot serve a write: the first write walks
             # again and sets D (SDM 4.8)
-            tlb.entries[va & ~(size - 1)] = (base, size, rights | (R_D if e & D else 0), e & G != 0)
+            tlb.entries[va & ~(size - 1)] = (base, size, rights | ((e >> 3) & R_D), e & G != 0)  # D: bit 6
         return _tuple_new(Walk, (va, tuple(steps), base + (va & (size - 1)), None, size, False, start))
     raise AssertionError("unreachable")  # pragma: no cover
