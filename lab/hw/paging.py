@@ -198,7 +198,6 @@ class Walk(NamedTuple):
     started_at: int  # level the walk started at (0, or deeper on a paging-structure-cache hit)
 
 
-
 @dataclass
 class TLB:
     """Translations and paging-structure caches of one CPU (SDM 4.10).
@@ -237,17 +236,19 @@ class TLB:
         self.entries.clear()
         self.psc.clear()
 
-    def invlpg(self, va: int) -> None:
-        """INVLPG: the page's translations (any size) and all paging-structure caches."""
+    def _drop_translations(self, va: int) -> None:
         for size in (1 << 12, 1 << 21, 1 << 30):
             self.entries.pop(va & ~(size - 1), None)
+
+    def invlpg(self, va: int) -> None:
+        """INVLPG: the page's translations (any size) and all paging-structure caches."""
+        self._drop_translations(va)
         self.psc.clear()
 
     def drop_address(self, va: int) -> None:
         """What a page fault invalidates (SDM 4.10.4.1): the TLB entries and the
         paging-structure-cache entries that would be used to translate ``va``."""
-        for size in (1 << 12, 1 << 21, 1 << 30):
-            self.entries.pop(va & ~(size - 1), None)
+        self._drop_translations(va)
         for level in (0, 1, 2):
             self.psc.pop(level << 48 | va >> SHIFTS[level], None)
 
