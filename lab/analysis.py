@@ -73,7 +73,22 @@ def predict(resume: "Resume", cpu: int) -> Prediction:
     from .kernel.layout import PAGE_SIZE
 
     k = resume.restore_kernel
-    pos = {pbe.orig_address: i for i, pbe in enumerate(resume.loaded.pblist)}
+    pbl = resume.loaded.pblist
+
+    class _Pos:  # the dict-like view of pblist positions this function needs
+        def get(self, pfn: int) -> int | None:
+            return pbl.index_of(pfn)
+
+        def __contains__(self, pfn: int) -> bool:
+            return pbl.index_of(pfn) is not None
+
+        def __getitem__(self, pfn: int) -> int:
+            return pbl.index_of(pfn)  # type: ignore[return-value]
+
+        def __len__(self) -> int:
+            return len(pbl)
+
+    pos = _Pos()
     ptr = k.layout.mwait_ptr(cpu)
     woken = pos.get(k.layout.idle_stacks[cpu])
     before = walk(resume.machine.memory, k.cr3, ptr, set_accessed=False)

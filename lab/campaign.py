@@ -19,7 +19,9 @@ Progress = Callable[[int, int], None]  # (runs done, runs in all)
 
 
 def run_one(config: Config) -> dict[str, Any]:
-    """One resume, reduced to a flat record (picklable, for process pools)."""
+    """One resume, reduced to a flat record (picklable, for process pools), with what the fix
+    cost during the copy: wake-ups of the non-boot CPUs (and per ms of copy), their time awake,
+    IPIs sent, safe pages used, CPUs sharing a monitored line."""
     r = Resume(config)
     r.run()
     faults = r.faults()
@@ -27,7 +29,44 @@ def run_one(config: Config) -> dict[str, Any]:
     return {"preset": config.preset, "fix": config.fix, "seed": config.seed, "outcome": r.outcome,
             "fault_cpu": first["cpu"] if first else None, "fault_address": first["address"] if first else None,
             "store_wakeups": sum(1 for e in r.events if e.kind == "wake" and "monitored line" in e.data["reason"]),
-            "pages_copied": r.runtime.copied, "time_ns": r.now, "digest": digest(r.events)}
+            "pages_copied": r.runtime.copied, "time_ns": r.now, "resume_ended_ns": r.resume_ended_ns,
+            **copy_costs(r), "digest": digest(r.events)}
+
+
+def copy_costs(r: Resume) -> dict[str, Any]:
+    """The non-boot CPUs during the copy (from the copy phase to the image kernel, or to the
+    end): wake-ups, wake-ups per ms, ns spent running; IPIs and safe pages of the whole run."""
+    start = end = None
+    for e in r.events:
+        if e.kind == "phase" and e.data["phase"] == "copy":
+            start = e.t
+        elif e.kind == "phase" and e.data["phase"] == "image-kernel" and start is not None:
+            end = e.t
+            break
+    if start is None:
+        start = end = r.now
+    end = r.now if end is None else end
+    wakes = 0
+    awake = 0
+    running_since: dict[int, int] = {}
+    for e in r.events:
+        if e.cpu is None or e.cpu == 0:
+            continue
+        if e.kind == "wake":  # leaving the C-state counts as awake
+            wakes += start <= e.t <= end
+            running_since.setdefault(e.cpu, e.t)
+        elif e.kind == "state":
+            if e.data.get("state") == "running":
+                running_since.setdefault(e.cpu, e.t)
+            elif e.cpu in running_since:
+                t0 = running_since.pop(e.cpu)
+                awake += max(0, min(e.t, end) - max(t0, start))
+    for t0 in running_since.values():
+        awake += max(0, end - max(t0, start))
+    span_ms = max(end - start, 1) / 1e6
+    return {"wakeups": wakes, "wakeups_per_ms": round(wakes / span_ms, 3), "awake_ns": awake,
+            "ipis": r.machine.apic.sent, "safe_pages": len(r.loaded.safe.taken),
+            "sharing_cpus": r.runtime.sharing_cpus}
 
 
 def parse_seeds(text: str) -> list[int]:

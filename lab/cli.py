@@ -11,7 +11,8 @@ from typing import Sequence
 
 from . import trace
 from .fixes import FIXES
-from .scenario import PRESETS, Config, Resume
+from .kernel.version import VERSIONS
+from .scenario import CALIBRATION, PRESETS, Config, Resume
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ram", default=None, help="RAM size, e.g. 256M, 8G")
     run.add_argument("--image", default=None, help="image size, e.g. 2G")
     run.add_argument("--seed", type=int, default=None, help="seed of the run's generator (>= 0)")
+    run.add_argument("--kernel-version", default=None, help=f"one of: {', '.join(VERSIONS)} (thread_info layout, NX gap)")
     run.add_argument("--nosmt", action="store_true", default=None,
                      help="SMT siblings offline since boot (in mwait_play_dead)")
     run.add_argument("--inject", action="append", default=None, metavar="KIND:CPU@NS",
@@ -51,7 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _summary_text(s: dict) -> str:
     lines = [f"preset {s['config']['preset']}, fix {s['fix']}, seed {s['seed']}: {s['outcome']}",
+             f"  image load: {s['load']['direct']} pages in place, {s['load']['via_pbe']} via pbe "
+             f"({s['load']['safe_pages']} safe pages)",
              f"  pages copied: {s['pages_copied']}, simulated time: {s['time_ns'] / 1e6:.3f} ms, steps: {s['steps']}",
+             f"  resume ended (verdict taken) at: "
+             + (f"{s['resume_ended_ns'] / 1e6:.3f} ms" if s.get('resume_ended_ns') is not None else "never"),
              "  wake-ups per CPU: " + ", ".join(f"cpu{k}={v}" for k, v in s["wakeups"].items())]
     for f in s["faults"]:
         during = f" while delivering {f['during']}" if f["during"] else ""
@@ -96,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "presets":
             for name, (text, _) in PRESETS.items():
                 print(f"{name:<12} {text}")
+                for param, why in CALIBRATION.get(name, ()):
+                    print(f"{'':<14}calibrated: {param}: {why}" if param != "seed" else f"{'':<14}{param}: {why}")
             return 0
         if args.command == "fixes":
             for name, fix in FIXES.items():
@@ -109,7 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"replayed {args.file}: outcome {r.outcome}, digest {'matches' if same else 'DIFFERS'}")
             return 0 if same else 1
         config = Config.from_preset(args.preset, fix=args.fix, cpus=args.cpus,
-                                    threads_per_core=args.threads_per_core, nosmt=args.nosmt, ram=args.ram, image=args.image,
+                                    threads_per_core=args.threads_per_core, nosmt=args.nosmt,
+                                    kernel_version=args.kernel_version, ram=args.ram, image=args.image,
                                     seed=args.seed, inject=tuple(args.inject) if args.inject else None)
         r = Resume(config)
         r.run()

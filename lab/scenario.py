@@ -11,7 +11,7 @@ import numpy as np
 
 from .fixes import FIXES, get_fix
 from .hw.cpu import CState, RunState
-from .hw.machine import MAX_CPUS, Machine, Timing
+from .hw.machine import MAX_CPUS, WAKEUPS, Machine, Timing
 from .hw.memory import PAGE_SIZE, PhysicalMemory, parse_size
 from .hw.paging import Walk, walk
 from .hw.sched import Event
@@ -19,9 +19,11 @@ from .kernel.hibernate import Image, load_image, snapshot, verify
 from .kernel.hotplug import HotplugTiming, park_idle
 from .kernel.instance import BootParams, Kernel
 from .kernel.layout import e820_for, punch_holes
+from .kernel.version import get_version
 from .kernel.restore import RestoreTiming, Runtime
 
 INJECTABLE = ("nmi", "smi", "mce", "init")
+STRAYS = ("nmi", "smi", "mce")
 
 
 def parse_injection(text: str) -> tuple[str, int, int]:
@@ -70,9 +72,15 @@ class Config:
     image_early_noise: int | None = None  # exact early reservations of each boot (None: seeded)
     restore_early_noise: int | None = None
     late_noise_exact: int | None = None
+    image_initcalls: int | None = None  # exact pages each boot's initcalls allocate (None: seeded)
+    restore_initcalls: int | None = None
     restore_in_use: int | str = 16 * MiB
     same_build: bool = True
     step_budget: int = 2_000_000
+    kernel_version: str = "4.7"  # lab.kernel.version: thread_info layout, mark_rodata_ro's NX gap
+    play_dead_at_text_end: bool = False  # calibration: the play_dead routines in the last text page
+    stray: tuple[str, ...] = ()  # nmi|smi|mce at a seeded random time during the copy (mce: broadcast)
+    wakeup: str = "init-sipi"  # how the platform starts CPUs: INIT/SIPI, or an ACPI wakeup mailbox
     nosmt: bool = False  # SMT siblings offlined at boot (into the kernel's default mwait_play_dead)
     inject: tuple[tuple[str, int, int], ...] = ()  # (nmi|smi|mce|init, cpu, time in ns): fault injection
 
@@ -81,12 +89,29 @@ class Config:
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; allowed: {', '.join(PRESETS)}")
         get_fix(self.fix)
+        get_version(self.kernel_version)
+        if self.wakeup not in WAKEUPS:
+            raise ValueError(f"wakeup must be one of {', '.join(WAKEUPS)}, got {self.wakeup!r}")
+        why = get_fix(self.fix).unavailable(self)
+        if why:
+            raise ValueError(f"fix {self.fix!r} is not available here: {why}")
+        if isinstance(self.stray, str):
+            set_("stray", (self.stray,))
+        set_("stray", tuple(self.stray))
+        for kind in self.stray:
+            if kind not in STRAYS:
+                raise ValueError(f"stray {kind!r}: allowed kinds {', '.join(STRAYS)}")
         for name in ("cpus", "threads_per_core", "seed", "line_size", "c6_exit_ns", "page_copy_ns",
                      "kernel_text_pages", "kernel_data_pages", "kernel_bss_pages", "early_noise_pages",
                      "late_noise_pages", "step_budget"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool):
                 raise ValueError(f"{name} must be a whole number, got {v!r}")
+        for name in ("image_early_noise", "restore_early_noise", "late_noise_exact", "image_initcalls",
+                     "restore_initcalls"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+                raise ValueError(f"{name} must be a whole number >= 0 or None (seeded), got {v!r}")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
         if not 2 <= self.cpus <= MAX_CPUS:
@@ -115,7 +140,7 @@ class Config:
                 f"image too small: it holds at least the kernel and its boot allocations "
                 f"(about {(kernel + self.ram // 64 + 8 * MiB) >> 20} MiB), got {self.image >> 20} MiB")
         for name in ("pci_hole", "gbpages", "debug_pagealloc", "clflush_triggers", "deep_cstate_loses_tlb",
-                     "same_build", "nosmt"):
+                     "same_build", "nosmt", "play_dead_at_text_end"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         self.e820()  # validates holes and the end of low RAM
@@ -181,11 +206,56 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
                  dict(cpus=4, threads_per_core=2, ram=256 * MiB, image=96 * MiB, kernel_text_pages=1024,
                       kernel_data_pages=256, kernel_bss_pages=256, early_noise_pages=512, late_noise_pages=16,
                       restore_in_use=8 * MiB, debug_pagealloc=True)),
-    "report-2016": ("the report's machine: 4 CPUs, 8 GiB, usable RAM below 4 GiB ending at 0xba9f7000; "
-                    "with mwait CPU 1 faults at 0xffff8800ba800010",
-                    dict(cpus=4, threads_per_core=2, ram=8 * GiB, image=2 * GiB, e820_end_below_4g=0xBA9F7000,
-                         restore_early_noise=300, image_early_noise=700, late_noise_exact=499,
-                         restore_in_use=256 * MiB)),
+    "report-2016": ("the report's machine as calibrated: 4 CPUs, usable RAM ending at 0xba9f7000 with nothing "
+                    "above 4 GiB, an ACPI hole, a 1 GiB image, a v4.0 thread_info (flags at 0x10); with mwait "
+                    "CPU 1 faults at 0xffff8800ba800010 on a zero PTE",
+                    dict(cpus=4, threads_per_core=2, ram=2986 * MiB, image=1 * GiB, e820_end_below_4g=0xBA9F7000,
+                         holes=((0xB7D9E000, 0xB7F9F000),), restore_early_noise=300, image_early_noise=700,
+                         late_noise_exact=199, restore_in_use=256 * MiB, kernel_version="4.0")),
+    "text-mapping": ("4 CPUs, 1 GiB, v4.7: mark_rodata_ro() splits the last 2 MiB text page into a PT made at "
+                     "run time, and play_dead's code sits in it; a woken CPU fetches through whatever the copy "
+                     "left there (mwait-hlt fails, hlt resumes)",
+                     dict(cpus=4, threads_per_core=2, ram=1 * GiB, image=384 * MiB, kernel_text_pages=700,
+                          kernel_data_pages=256, kernel_bss_pages=256, restore_early_noise=300,
+                          image_early_noise=700, restore_in_use=32 * MiB, play_dead_at_text_end=True,
+                          restore_initcalls=64, image_initcalls=96,
+                          kernel_version="4.7")),
+}
+
+
+#: preset parameters chosen to reproduce a reported detail, and what varies with the seed;
+#: `python -m lab presets` prints them and docs/fidelity.md explains them
+CALIBRATION: dict[str, tuple[tuple[str, str], ...]] = {
+    "report-2016": (
+        ("e820_end_below_4g=0xba9f7000, ram=2986M",
+         "usable RAM ends at 0xba9f7000 with nothing above 4 GiB, so [0xba800000, 0xba9f7000) is mapped with "
+         "4 KiB pages in a PT, and the first 2 MiB step of memory_map_top_down puts the 2-3 GiB PD in brk"),
+        ("holes=((0xb7d9e000, 0xb7f9f000),)",
+         "an ACPI-style hole with unaligned edges: two more brk PTs, so the brk buffer is used up and the "
+         "0xba800000 PT comes from memblock (kernel_physical_mapping_init, not brk)"),
+        ("restore_early_noise=300, image_early_noise=700",
+         "the two boots' early reservations differ, so the restore kernel's PT frame holds image data"),
+        ("late_noise_exact=199",
+         "leaves 4 free frames at 0xba800000: CPU 1's idle stack (thread_info) lands exactly there"),
+        ("kernel_version=4.0",
+         "thread_info->flags at 0x10 (with exec_domain, before v4.1), as the report's address ends in 0x10"),
+        ("seed", "varies: jitter of the copy and of wake-ups, the bytes of image data (whether the PTE read is 0)"),
+    ),
+    "text-mapping": (
+        ("kernel_text_pages=700",
+         "the text ends 0x2bc pages into the kernel, inside a 2 MiB page, which mark_rodata_ro() splits"),
+        ("play_dead_at_text_end=True",
+         "the play_dead routines are placed in the last text page, i.e. in the split page (in a real kernel "
+         "their place is set by the link order)"),
+        ("restore_initcalls=64, image_initcalls=96",
+         "the image kernel's initcalls took more pages, so the restore kernel's split PT sits in a frame the "
+         "image kernel used for other data: the copy overwrites it early"),
+        ("seed", "varies: memory in use, jitter, the bytes of image data read as PTEs"),
+    ),
+    "workshop": (
+        ("debug_pagealloc=True", "a 4 KiB direct map, so the bug shows at seed 0 on a small machine"),
+        ("seed", "varies: both boots' early reservations, memory in use, timing jitter"),
+    ),
 }
 
 
@@ -231,30 +301,33 @@ class Resume:
         e820 = c.e820()
         base = dict(nr_cpus=c.cpus, text_pages=c.kernel_text_pages, data_pages=c.kernel_data_pages,
                     bss_pages=c.kernel_bss_pages, gbpages=c.gbpages, debug_pagealloc=c.debug_pagealloc, early_noise_pages=c.early_noise_pages,
-                    late_noise_pages=c.late_noise_pages, late_noise_exact=c.late_noise_exact)
+                    late_noise_pages=c.late_noise_pages, late_noise_exact=c.late_noise_exact,
+                    version=c.kernel_version, play_dead_at_text_end=c.play_dead_at_text_end)
         # the image kernel: booted, ran, and wrote the snapshot
         image_mem = PhysicalMemory(c.phys_size)
         self.image_kernel = Kernel("image", image_mem, e820,
                                    BootParams(build_id=1, total_in_use_pages=c.image // PAGE_SIZE,
-                                              early_noise_exact=c.image_early_noise, **base), rng)
+                                              early_noise_exact=c.image_early_noise,
+                                              initcall_exact=c.image_initcalls, **base), rng)
         self.image: Image = snapshot(image_mem, self.image_kernel.layout.memblock.intervals())
         self.image.restore_cr3 = self.image_kernel.cr3
         # the restore kernel: a fresh boot on the machine
         self.machine = m = Machine(c.cpus, c.phys_size, rng, line_size=c.line_size,
                                    clflush_triggers=c.clflush_triggers, cstates=c.cstates(),
-                                   timing=Timing(), jitter=c.jitter)
+                                   timing=Timing(), jitter=c.jitter, wakeup=c.wakeup)
         restore_build = 1 if c.same_build else 2
         self.restore_kernel = Kernel("restore", m.memory, e820,
                                      BootParams(build_id=restore_build, extra_in_use_pages=c.restore_in_use // PAGE_SIZE,
-                                                early_noise_exact=c.restore_early_noise, **base), rng)
+                                                early_noise_exact=c.restore_early_noise,
+                                                initcall_exact=c.restore_initcalls, **base), rng)
         self.restore_kernel.register_code(m)
         if not c.same_build:
             self.image_kernel.register_code(m)
         m.emit("phase", None, phase="boot")
         self.loaded = load_image(m.memory, self.image, self.restore_kernel.layout)
         m.emit("phase", None, phase="load-image")
-        m.emit("image_loaded", None, pages=self.image.nr_pages, direct=self.loaded.direct_pages,
-               pblist=len(self.loaded.pblist))
+        m.emit("image_loaded", None, pages=self.image.nr_pages, pblist=len(self.loaded.pblist),
+               **self.loaded.counts())
         self.fix = get_fix(c.fix)
         self.restore_kernel.online = set(range(c.cpus))
         siblings = [i for i in range(1, c.cpus) if c.nosmt and i % c.threads_per_core]
@@ -262,6 +335,7 @@ class Resume:
         self.runtime = rt = Runtime(m, self.restore_kernel, self.image_kernel, self.image, self.loaded, self.fix,
                                     HotplugTiming(), RestoreTiming(page_copy_ns=c.page_copy_ns))
         rt.phase = "load-image"
+        rt.strays = c.stray
         for cpu in m.cpus[1:]:
             park_idle(rt, cpu)
         for i in siblings:  # nosmt: offline since boot, in native_play_dead's default, mwait
@@ -274,8 +348,9 @@ class Resume:
             m.at(at, lambda kind=kind, cpu=cpu: (m.emit("inject", cpu, ipi=kind),
                                                  m.apic.send(cpu, kind, src="platform")))
         self.steps = 0
-        self._pblist_pos = {pbe.orig_address: i for i, pbe in enumerate(self.loaded.pblist)}
         self._verified: list[int] | None = None
+        self._verdict: str | None = None
+        self.resume_ended_ns: int | None = None  # when the verdict was taken
 
     # -- running -----------------------------------------------------------------------------
     @property
@@ -286,7 +361,9 @@ class Resume:
         if self.finished:
             return []
         self.steps += 1
-        return self.machine.step()
+        out = self.machine.step()
+        self._decide()
+        return out
 
     def run(self, until: str | int | None = None) -> list[Event]:
         """Run until an event of kind ``until``, the phase named ``until``, the simulated time
@@ -309,6 +386,7 @@ class Resume:
             mark = len(m.events)
             self.steps += 1
             m.step()
+            self._decide()
             if phase is not None and self.runtime.phase == phase:
                 break
             if kind is not None and any(e.kind == kind for e in m.events[mark:]):
@@ -339,21 +417,35 @@ class Resume:
 
     @property
     def outcome(self) -> str | None:
-        """Decided from the final state only: None while the run goes on."""
-        m = self.machine
+        """The verdict: None while the resume goes on.  It is taken once, when the resume
+        ends: the image kernel has every CPU online (then ``verify()`` compares memory with
+        the image: resumed or corrupted), a CPU died (panic), the machine shut down
+        (triple_fault), or the run ran out of budget or of things to do (timeout).  What
+        happens after that is still simulated and shown, but cannot change it."""
+        if self._verdict is None and self.finished:
+            self._decide(final=True)
+        return self._verdict
+
+    def _decide(self, final: bool = False) -> None:
+        if self._verdict is not None:
+            return
+        m, rt = self.machine, self.runtime
         if m.shutdown is not None:
-            return "triple_fault"
-        if self.oopses:
-            return "panic"
-        if not self.finished:
-            return None
-        rt = self.runtime
-        if not (rt.done and self.image_kernel.online == set(range(self.config.cpus))):
-            return "timeout"
-        return "corrupted" if self.mismatched_frames() else "resumed"
+            verdict = "triple_fault"
+        elif self.oopses:
+            verdict = "panic"
+        elif rt.done and self.image_kernel.online == set(range(self.config.cpus)):
+            verdict = "corrupted" if self.mismatched_frames() else "resumed"
+        elif final:
+            verdict = "timeout"
+        else:
+            return
+        self._verdict = verdict
+        self.resume_ended_ns = m.sched.now
+        m.emit("verdict", None, outcome=verdict)
 
     def mismatched_frames(self) -> list[int]:
-        """Frames whose content differs from the image (checked once, at the end)."""
+        """Frames whose content differs from the image (checked once, when the resume ends)."""
         if self._verified is None:
             self._verified = verify(self.machine.memory, self.image)
         return self._verified
@@ -393,8 +485,8 @@ class Resume:
         if not isinstance(pfn, int) or not 0 <= pfn < self.machine.memory.nr_frames:
             raise ValueError(f"no frame {pfn!r}; allowed: 0 to {self.machine.memory.nr_frames - 1:#x}")
         in_image = self.image.content(pfn) is not None
-        if pfn in self._pblist_pos:
-            idx = self._pblist_pos[pfn]
+        idx = self.loaded.pblist.index_of(pfn)
+        if idx is not None:
             done = self.runtime.copied > idx
             status = "restored" if done else "pending"
         else:
@@ -426,4 +518,5 @@ class Resume:
                 "oops": self.oopses[0].text if self.oopses else None,
                 "wakeups": {str(k): v for k, v in self.wakeups().items()},
                 "pages_copied": self.runtime.copied, "time_ns": self.now, "steps": self.steps,
+                "resume_ended_ns": self.resume_ended_ns, "load": self.loaded.counts(),
                 "mismatched_frames": len(self.mismatched_frames()) if self.outcome in ("resumed", "corrupted") else None}

@@ -18,7 +18,7 @@ from .cpu import RunState
 if TYPE_CHECKING:  # pragma: no cover
     from .machine import Machine
 
-IPI_KINDS = ("fixed", "nmi", "smi", "init", "sipi", "mce")
+IPI_KINDS = ("fixed", "nmi", "smi", "init", "sipi", "mce", "mailbox")
 
 
 class Apic:
@@ -33,7 +33,7 @@ class Apic:
             raise ValueError(f"unknown IPI kind {kind!r}; allowed: {', '.join(IPI_KINDS)}")
         if not 0 <= dst < len(m.cpus):
             raise ValueError(f"no CPU {dst}; allowed: 0 to {len(m.cpus) - 1}")
-        if kind in ("fixed", "sipi") and (vector is None or not 0 <= vector <= 0xFF):
+        if kind in ("fixed", "sipi", "mailbox") and (vector is None or not 0 <= vector <= 0xFF):
             raise ValueError(f"a {kind} IPI needs a vector 0..0xff, got {vector!r}")
         if kind == "fixed" and vector is not None and vector < 32:
             raise ValueError(f"fixed IPI vectors must be 32..255 (0..31 are exceptions), got {vector}")
@@ -47,6 +47,16 @@ class Apic:
         st = cpu.state
         if st == RunState.OFF:
             return "ignored: CPU is off"
+        if self.machine.wakeup == "mailbox" and kind in ("init", "sipi"):
+            return f"ignored: this platform wakes CPUs through a mailbox, it has no {kind.upper()}"
+        if kind == "mailbox":
+            # ACPI MADT multiprocessor wakeup: the firmware starts the AP at the vector (the
+            # firmware's own wait loop is not modelled: the AP is taken from wherever it is)
+            if self.machine.wakeup != "mailbox":
+                return "ignored: this platform has no wakeup mailbox"
+            cpu.reset_to_wait_for_sipi()
+            kind = "sipi"
+            st = cpu.state
         if kind == "init":
             cpu.reset_to_wait_for_sipi()
             self.machine.emit("state", cpu.id, state=str(cpu.state))

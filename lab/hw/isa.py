@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-REGISTERS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9")
+#: general registers, plus the GS base the kernel addresses its per-CPU data through (MSR
+#: IA32_GS_BASE, SDM vol. 3A 3.4.4; written by the kernel, used as a base register here)
+REGISTERS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "gs_base")
 
 #: op -> operand count, and what it means (for listings and validation)
 OPS: dict[str, tuple[int, str]] = {

@@ -17,7 +17,8 @@ from .memory import PhysicalMemory
 from .monitor import MonitorUnit
 from .sched import Event, Jitter, Scheduler
 
-MAX_CPUS = 64
+MAX_CPUS = 512
+WAKEUPS = ("init-sipi", "mailbox")  # INIT/SIPI (SDM 8.4.4), ACPI MADT multiprocessor wakeup
 SHUTDOWN_CAUSES = ("triple fault", "machine check")
 TIMER_BASE = 1 << 20  # scheduler ids from here on are platform events, not CPUs
 
@@ -42,15 +43,45 @@ class Timing:
 Routine = Callable[[Cpu, int], int]
 
 
+class FrameSet(set):
+    """A set of frames that counts its changes (``version``), so a reader can cache what it
+    derived from it."""
+
+    def __init__(self, *a) -> None:  # noqa: ANN002
+        super().__init__(*a)
+        self.version = 0
+
+    def _bump(name):  # noqa: N805 - builds the mutating methods below
+        def method(self, *a):  # noqa: ANN001, ANN002, ANN202
+            self.version += 1
+            return getattr(set, name)(self, *a)
+        method.__name__ = name
+        return method
+
+    for _n in ("add", "discard", "remove", "pop", "clear", "update", "difference_update",
+               "intersection_update", "symmetric_difference_update", "__ior__", "__iand__", "__isub__",
+               "__ixor__"):
+        locals()[_n] = _bump(_n)
+    del _n, _bump
+
+    def replace(self, frames) -> None:  # noqa: ANN001
+        set.clear(self)
+        set.update(self, frames)
+        self.version += 1
+
+
 class Machine:
     def __init__(self, nr_cpus: int, ram_bytes: int, rng: np.random.Generator, *,
                  phys_bits: int = 46, line_size: int = 64, clflush_triggers: bool = True,
                  cstates: tuple[CState, ...] = DEFAULT_CSTATES, timing: Timing = Timing(),
-                 jitter: float = 0.1) -> None:
+                 jitter: float = 0.1, wakeup: str = "init-sipi") -> None:
         if not isinstance(nr_cpus, int) or not 1 <= nr_cpus <= MAX_CPUS:
             raise ValueError(f"number of CPUs must be 1 to {MAX_CPUS}, got {nr_cpus!r}")
         if not isinstance(rng, np.random.Generator):
             raise ValueError("rng must be a numpy.random.Generator (one seeded generator per run)")
+        if wakeup not in WAKEUPS:
+            raise ValueError(f"unknown wakeup method {wakeup!r}; allowed: {', '.join(WAKEUPS)}")
+        self.wakeup = wakeup  # how APs are started: INIT/SIPI, or an ACPI wakeup mailbox
         self.memory = PhysicalMemory(ram_bytes, phys_bits)
         self.monitor = MonitorUnit(line_size, clflush_triggers)
         self.memory.observers.append(self.monitor.observe)
@@ -68,8 +99,18 @@ class Machine:
         self.observers: list[Callable[[Event], None]] = []
         self.shutdown: str | None = None  # why the machine went down (a processor shut down)
         self.shutdown_cause: str | None = None  # SHUTDOWN_CAUSES: "triple fault" or "machine check"
+        self._watched = FrameSet()  # frames an observer wants each store to be its own step
         self._timers: dict[int, Callable[[], None]] = {}  # platform events (fault injection)
         self._timers_made = 0  # ids are never reused, also after earlier timers fired
+
+    @property
+    def watched_frames(self) -> "FrameSet":
+        """Frames whose stores an observer wants to see one at a time, at their exact time."""
+        return self._watched
+
+    @watched_frames.setter
+    def watched_frames(self, frames) -> None:  # noqa: ANN001
+        self._watched.replace(frames)
 
     # -- events ------------------------------------------------------------------------------
     def emit(self, kind: str, cpu: int | None, /, **data: Any) -> Event:

@@ -80,16 +80,31 @@ StoreObserver = Callable[[int, int, str, str], None]
 @dataclass(frozen=True, slots=True)
 class TaggedRange:
     """``count`` frames from ``start_pfn``; frame ``start_pfn + i`` holds
-    ``ContentTag(kind, seed, first_index + i)``."""
+    ``ContentTag(kind, seed, first_index + step * i)``.  ``step`` is 1, or -1 for a run of
+    frames filled in the opposite order (the loader's safe pages, handed out last-in first-out,
+    hold ascending image pages in descending frames)."""
 
     start_pfn: int
     count: int
     kind: str
     seed: int
     first_index: int
+    step: int = 1
+
+    def index_of(self, pfn: int) -> int:
+        return self.first_index + self.step * (pfn - self.start_pfn)
 
     def tag_of(self, pfn: int) -> ContentTag:
-        return ContentTag(self.kind, self.seed, self.first_index + pfn - self.start_pfn)
+        return ContentTag(self.kind, self.seed, self.index_of(pfn))
+
+    def part(self, start: int, stop: int) -> "TaggedRange":
+        """The frames [start, stop) of this range, as a range of their own."""
+        return TaggedRange(start, stop - start, self.kind, self.seed, self.index_of(start), self.step)
+
+    def same_content(self, other: "TaggedRange") -> bool:
+        """Do the two describe the same content for the frames they share?"""
+        return (self.kind, self.seed, self.step) == (other.kind, other.seed, other.step) \
+            and self.index_of(other.start_pfn) == other.first_index
 
 
 _SIZE_RE = re.compile(r"^(\d+)\s*(?:([KMGT])(?:i?B)?|B)?$", re.IGNORECASE)
@@ -267,7 +282,7 @@ class PhysicalMemory:
 
     def fill_range(
         self, start_pfn: int, count: int, kind: str, seed: int,
-        first_index: int | None = None, agent: str = "loader",
+        first_index: int | None = None, agent: str = "loader", step: int = 1,
     ) -> None:
         """Describe ``count`` frames at once (boot-time contents, an image loaded in place).
 
@@ -285,18 +300,101 @@ class PhysicalMemory:
                 raise ValueError(f"range at {start_pfn:#x} overlaps the range at {prev.start_pfn:#x}")
         if i < len(self._ranges) and self._ranges[i].start_pfn < start_pfn + count:
             raise ValueError(f"range at {start_pfn:#x} overlaps the range at {self._ranges[i].start_pfn:#x}")
-        r = TaggedRange(start_pfn, count, kind, seed, start_pfn if first_index is None else first_index)
-        self._range_starts.insert(i, start_pfn)
-        self._ranges.insert(i, r)
-        end = start_pfn + count
+        self.put_range(TaggedRange(start_pfn, count, kind, seed, start_pfn if first_index is None else first_index,
+                                   step), agent)
+
+    def put_range(self, r: TaggedRange, agent: str) -> None:
+        """Store ``r``'s content over its frames, whatever they held (``rep movsq`` of many
+        pages): ranges around it are cut, per-frame content inside it dropped.  Reported to
+        observers as one store over the whole span."""
+        if r.count <= 0 or r.index_of(r.start_pfn + r.count - 1) < 0 or r.first_index < 0:
+            raise ValueError(f"range {r} is empty or has negative content indices")
+        self.check_pfn(r.start_pfn)
+        self.check_pfn(r.start_pfn + r.count - 1)
+        start, end = r.start_pfn, r.start_pfn + r.count
+        starts, ranges = self._range_starts, self._ranges
+        i = bisect_right(starts, start) - 1
+        if i >= 0 and starts[i] + ranges[i].count > start:  # a range reaching into ours: cut it
+            old = ranges[i]
+            keep = [old.part(old.start_pfn, start)] if old.start_pfn < start else []
+            if old.start_pfn + old.count > end:
+                keep.append(old.part(end, old.start_pfn + old.count))
+            del starts[i], ranges[i]
+            for k in reversed(keep):
+                starts.insert(i, k.start_pfn)
+                ranges.insert(i, k)
+        j = bisect_right(starts, start - 1)
+        k = j
+        while k < len(ranges) and starts[k] < end:
+            k += 1
+        tail = []
+        if k > j:
+            last = ranges[k - 1]
+            if last.start_pfn + last.count > end:
+                tail = [last.part(end, last.start_pfn + last.count)]
+        starts[j:k] = [r.start_pfn] + [t.start_pfn for t in tail]
+        ranges[j:k] = [r] + tail
         for d in (self._frames, self._tags):
-            if len(d) < count:
-                for pfn in [p for p in d if start_pfn <= p < end]:
+            if len(d) < r.count:
+                for pfn in [p for p in d if start <= p < end]:
                     del d[pfn]
             else:
-                for pfn in range(start_pfn, end):
+                for pfn in range(start, end):
                     d.pop(pfn, None)
-        self._notify(start_pfn << PAGE_SHIFT, count << PAGE_SHIFT, agent, "store")
+        self._notify(start << PAGE_SHIFT, r.count << PAGE_SHIFT, agent, "store")
+
+    def copy_frames(self, src: np.ndarray, dst: np.ndarray, agent: str) -> None:
+        """Copy frame ``src[k]`` to ``dst[k]`` for every k, in order (the copy loop over many
+        pbes): consecutive frames described by one range stay one range; frames with content
+        of their own are copied one by one.  No destination may be a later source."""
+        n = len(src)
+        if n != len(dst):
+            raise ValueError(f"copy_frames: {n} sources but {len(dst)} destinations")
+        if n == 0:
+            return
+        src = np.asarray(src, dtype=np.int64)
+        dst = np.asarray(dst, dtype=np.int64)
+        edges = stride_runs(src, dst)
+        own = sorted(self.overridden())
+        for a, b in zip(edges, edges[1:]):
+            self._copy_run(src[a:b], dst[a:b], own, agent)
+
+    def _copy_run(self, src: np.ndarray, dst: np.ndarray, own: list[int], agent: str) -> None:
+        """One run of consecutive sources to consecutive destinations: each stretch of it that
+        one range describes (and no frame of its own interrupts) is copied as one range, the
+        rest page by page."""
+        if len(src) == 1:
+            self.copy_page(int(src[0]), int(dst[0]), agent)
+            return
+        sstep = 1 if src[-1] > src[0] else -1
+        dstep = 1 if dst[-1] > dst[0] else -1
+        s0, d0 = int(src[0]), int(dst[0])
+        to_dst = lambda pfn: d0 + dstep * sstep * (pfn - s0)  # noqa: E731
+        lo, hi = int(src.min()), int(src.max())
+        pieces: list[tuple[int, int, TaggedRange | None]] = []  # [a, b] source stretches
+        cur = lo
+        while cur <= hi:
+            i = bisect_right(own, cur - 1)
+            nxt_own = own[i] if i < len(own) else hi + 1
+            r = self._range_of(cur)
+            if nxt_own == cur or r is None:
+                pieces.append((cur, cur, None))
+                cur += 1
+                continue
+            end = min(hi, r.start_pfn + r.count - 1, nxt_own - 1)
+            pieces.append((cur, end, r))
+            cur = end + 1
+        if sstep < 0:
+            pieces.reverse()  # copy in the run's own order
+        for a, b, r in pieces:
+            if r is None or a == b:
+                for pfn in (range(a, b + 1) if sstep > 0 else range(b, a - 1, -1)):
+                    self.copy_page(pfn, to_dst(pfn), agent)
+                continue
+            da, db = to_dst(a), to_dst(b)
+            low_src = a if da < db else b  # the source of the lowest destination
+            self.put_range(TaggedRange(min(da, db), b - a + 1, r.kind, r.seed, r.index_of(low_src),
+                                       r.step * sstep * dstep), agent)
 
     def ranges(self) -> Iterable[TaggedRange]:
         return tuple(self._ranges)
@@ -314,3 +412,24 @@ class PhysicalMemory:
     def footprint_bytes(self) -> int:
         """Bytes held by materialized frames (the model's own memory grows with these only)."""
         return len(self._frames) * PAGE_SIZE
+
+
+def stride_runs(src: np.ndarray, dst: np.ndarray) -> list[int]:
+    """Edges [0, ..., n] of the maximal runs in which both ``src`` and ``dst`` move by a
+    constant +1 or -1 per position (numpy finds the few places where that changes)."""
+    n = len(src)
+    if n < 2:
+        return [0, n]
+    ds, dd = np.diff(src), np.diff(dst)
+    linked = (np.abs(ds) == 1) & (np.abs(dd) == 1)
+    key = np.where(linked, ds * 3 + dd, 99)
+    changed = np.flatnonzero(~linked | (key != np.r_[key[:1], key[:-1]]))
+    edges = [0]
+    for k in changed.tolist():
+        if not linked[k]:
+            if k + 1 > edges[-1]:
+                edges.append(k + 1)
+        elif k > edges[-1] and linked[k - 1] and key[k] != key[k - 1]:
+            edges.append(k)
+    edges.append(n)
+    return edges

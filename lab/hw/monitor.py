@@ -62,6 +62,10 @@ class MonitorUnit:
                 if not cpus:
                     del self._pages[old.line >> PAGE_SHIFT]
 
+    def pages(self) -> list[int]:
+        """Frames holding an armed line (a store there may wake someone)."""
+        return list(self._pages)
+
     def is_armed_and_quiet(self, cpu: int) -> bool:
         """What MWAIT checks: armed and not yet triggered."""
         a = self.armed.get(cpu)

@@ -59,6 +59,32 @@ class PageTables:
         self.memory.write_u64(eaddr, make_entry(pa, rw=rw, us=us, g=g, nx=nx, ps=leaf_level < 3,
                                                    a=self.accessed, d=self.accessed), self.agent)
 
+    def _map_run(self, va: int, pa: int, size: int, n: int, *, rw: bool = True, us: bool = False,
+                 g: bool = False, nx: bool = False) -> None:
+        """``n`` consecutive pages of ``size`` in one table: the same entries as ``n`` calls of
+        :meth:`map`, written as one store of the table."""
+        if n == 1:
+            self.map(va, pa, size, rw=rw, us=us, g=g, nx=nx)
+            return
+        leaf_level = SIZE_LEVEL[size]
+        table = self.root
+        for level in range(leaf_level):
+            eaddr = table + ((va >> SHIFTS[level]) & 511) * 8
+            e = self.memory.read_u64(eaddr)
+            if not e & P:
+                nxt = self._new_table()
+                self.memory.write_u64(eaddr, make_entry(nxt, rw=True, us=us, a=self.accessed, d=self.accessed), self.agent)
+                table = nxt
+            elif e & PS:
+                raise ValueError(f"va {va:#x}: a larger page already maps this range")
+            else:
+                table = e & ADDR_MASK
+        first = (va >> SHIFTS[leaf_level]) & 511
+        flags = make_entry(0, rw=rw, us=us, g=g, nx=nx, ps=leaf_level < 3, a=self.accessed, d=self.accessed)
+        arr = self.memory.read_page(table >> PAGE_SHIFT)
+        arr[first:first + n] = np.arange(n, dtype=np.uint64) * np.uint64(size) + np.uint64(pa) + np.uint64(flags)
+        self.memory.write_page(table >> PAGE_SHIFT, arr, self.agent)
+
     def _fill_table(self, va: int, pa: int, *, rw: bool = True, us: bool = False, g: bool = False,
                     nx: bool = False) -> bool:
         """Map a whole 2 MiB-aligned run with 4 KiB pages by writing its new PT in one store of
@@ -99,13 +125,21 @@ class PageTables:
                 va += 1 << 21
                 pa += 1 << 21
                 continue
-            for size in sorted(sizes, reverse=True):
+            ordered = sorted(sizes, reverse=True)
+            for k, size in enumerate(ordered):
                 if va % size == 0 and pa % size == 0 and va + size <= end:
                     break
             else:
                 raise ValueError(f"cannot map {va:#x}: not 4 KiB aligned")
-            self.map(va, pa, size, **flags)
-            used[size] = used.get(size, 0) + 1
-            va += size
-            pa += size
+            # as many pages of this size as fit before the end, the end of their table, or the
+            # next boundary where a larger page could start: written in one store
+            limit = min(end, (va | (size * 512 - 1)) + 1)
+            if k:
+                bigger = ordered[k - 1]
+                limit = min(limit, (va | (bigger - 1)) + 1)
+            n = max(1, (limit - va) // size)
+            self._map_run(va, pa, size, n, **flags)
+            used[size] = used.get(size, 0) + n
+            va += size * n
+            pa += size * n
         return used

@@ -45,6 +45,13 @@ class Jitter:
         self._i += 1
         return u
 
+    def scale_many(self, ns: int, n: int) -> np.ndarray:
+        """``n`` jittered durations at once (int64), drawn straight from the generator."""
+        if self.spread == 0 or ns == 0:
+            return np.full(n, ns, dtype=np.int64)
+        u = self.rng.uniform(-1.0, 1.0, n)
+        return np.maximum(1, np.rint(ns * (1.0 + self.spread * u))).astype(np.int64)
+
     def scale(self, ns: int) -> int:
         if self.spread == 0 or ns == 0:
             return ns

@@ -10,12 +10,15 @@ set_up_temporary_mappings, relocate_restore_code), arch/x86/power/hibernate_asm_
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+
 import numpy as np
 
-from ..hw.memory import ZERO, ContentTag, PhysicalMemory, TaggedRange
+from ..hw.memory import ZERO, ContentTag, PhysicalMemory, TaggedRange, stride_runs
 from .intervals import Intervals, count, intersect, normalize, subtract
 from .layout import Layout
+from .pagealloc import allocation_order
 
 
 @dataclass
@@ -68,7 +71,7 @@ def snapshot(memory: PhysicalMemory, used: Intervals) -> Image:
                 r = ranges[i]
                 a, b = max(gs, r.start_pfn), min(ge, r.start_pfn + r.count)
                 if a < b:
-                    image.pieces.append(TaggedRange(a, b - a, r.kind, r.seed, r.first_index + a - r.start_pfn))
+                    image.pieces.append(r.part(a, b))
                     covered.append((a, b))
                 i += 1
             for zs, ze in subtract([(gs, ge)], covered):
@@ -86,75 +89,218 @@ class Pbe:
     orig_address: int  # original frame
 
 
+PBES_PER_LINKED_PAGE = (4096 - 8) // 24  # LINKED_PAGE_DATA_SIZE / sizeof(struct pbe) = 170
+
+
+class Pblist(Sequence):
+    """restore_pblist, head first (descending original frame), as two arrays: ``safe[k]`` is
+    the safe page holding the image page of ``orig[k]``.  Indexing gives :class:`Pbe`."""
+
+    def __init__(self, safe: np.ndarray, orig: np.ndarray) -> None:
+        self.safe = safe
+        self.orig = orig
+        self._asc = orig[::-1]  # ascending, for index_of
+
+    def __len__(self) -> int:
+        return len(self.orig)
+
+    def __getitem__(self, k):  # noqa: ANN001, ANN204
+        if isinstance(k, slice):
+            return [Pbe(int(a), int(o)) for a, o in zip(self.safe[k], self.orig[k])]
+        return Pbe(int(self.safe[k]), int(self.orig[k]))
+
+    def index_of(self, pfn: int) -> int | None:
+        """Position of the pbe whose original frame is ``pfn`` (None: not on the list)."""
+        i = int(np.searchsorted(self._asc, pfn))
+        if i < len(self._asc) and int(self._asc[i]) == pfn:
+            return len(self.orig) - 1 - i
+        return None
+
+    def positions_array(self, pfns: np.ndarray) -> np.ndarray:
+        """Positions of those of ``pfns`` that are on the list (vectorized index_of)."""
+        i = np.searchsorted(self._asc, pfns)
+        ok = (i < len(self._asc)) & (self._asc[np.minimum(i, len(self._asc) - 1)] == pfns)
+        return len(self.orig) - 1 - i[ok]
+
+    def positions(self, pfns: Iterable[int]) -> list[int]:
+        return [i for i in (self.index_of(p) for p in pfns) if i is not None]
+
+
 class SafePages:
-    """get_safe_page(): frames free in the restore kernel that no image page needs, handed out
-    from the top of memory."""
+    """get_safe_page() after the load: the allocator's next frames that are neither in use nor
+    image frames (get_image_page(PG_SAFE) frees, i.e. keeps aside, the unsafe ones)."""
 
-    def __init__(self, usable: Intervals, used: Intervals, image: Intervals) -> None:
-        self._free = subtract(subtract(normalize(usable), used), image)
-        self.taken: list[int] = []
-
-    def available(self) -> int:
-        return count(self._free) - len(self.taken)
+    def __init__(self, order: Iterator[np.ndarray], unsafe: np.ndarray, taken: np.ndarray) -> None:
+        self._order = order
+        self._unsafe = unsafe  # sorted image frames
+        self._buf: list[int] = []
+        self.taken: list[int] = taken.tolist()  # every safe page handed out, the pbe ones first
 
     def get(self) -> int:
-        while self._free:
-            s, e = self._free[-1]
-            if e > s:
-                self._free[-1] = (s, e - 1)
-                self.taken.append(e - 1)
-                return e - 1
-            self._free.pop()
-        raise ValueError("out of safe pages: RAM too small for the restore kernel plus the image")
+        while not self._buf:
+            block = next(self._order, None)
+            if block is None:
+                raise ValueError("out of safe pages: RAM too small for the restore kernel plus the image")
+            hit = np.searchsorted(self._unsafe, block)
+            ok = (hit >= len(self._unsafe)) | (self._unsafe[np.minimum(hit, len(self._unsafe) - 1)] != block)
+            self._buf = block[ok].tolist()[::-1]
+        pfn = self._buf.pop()
+        self.taken.append(pfn)
+        return pfn
 
 
 @dataclass
 class Loaded:
-    pblist: list[Pbe]  # restore_pblist, head first (descending original frame)
+    pblist: Pblist  # restore_pblist, head first (descending original frame)
     direct_pages: int
     safe: SafePages
+    chain_pages: list[int] = field(default_factory=list)  # the linked pages holding the pbes
+    unsafe_allocated: int = 0  # allocated_unsafe_pages
+
+    def counts(self) -> dict[str, int]:
+        """What the run summary reports about the load."""
+        return {"direct": self.direct_pages, "via_pbe": len(self.pblist),
+                "safe_pages": len(self.pblist) + len(self.chain_pages), "pbe_pages": len(self.chain_pages),
+                "allocated_unsafe": self.unsafe_allocated}
+
+
+def _sorted_member(sorted_arr: np.ndarray, values: np.ndarray) -> np.ndarray:
+    i = np.searchsorted(sorted_arr, values)
+    return (i < len(sorted_arr)) & (sorted_arr[np.minimum(i, len(sorted_arr) - 1)] == values)
+
+
+def _take(order: Iterator[np.ndarray], count: int, image: np.ndarray, safe_only: bool,
+          leftover: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` allocations in allocator order: (image frames hit, safe frames got).  With
+    ``safe_only`` image frames do not count (get_image_page(PG_SAFE) skips them)."""
+    hits: list[np.ndarray] = []
+    safes: list[np.ndarray] = []
+    need = count
+    while need > 0:
+        block = leftover.pop() if leftover else next(order, None)
+        if block is None:
+            raise ValueError("out of memory while preallocating the image (prepare_image: -ENOMEM); "
+                             "use a larger ram or a smaller image")
+        unsafe = _sorted_member(image, block)
+        if safe_only:
+            cum = np.cumsum(~unsafe)
+            cut = int(np.searchsorted(cum, need)) + 1 if cum[-1] >= need else len(block)
+        else:
+            cut = min(need, len(block))
+        part, unsafe = block[:cut], unsafe[:cut]
+        if cut < len(block):
+            leftover.append(block[cut:])
+        hits.append(part[unsafe])
+        safes.append(part[~unsafe])
+        need -= len(safes[-1]) if safe_only else cut
+    cat = lambda xs: np.concatenate(xs) if xs else np.empty(0, np.int64)  # noqa: E731
+    return cat(hits), cat(safes)
 
 
 def load_image(memory: PhysicalMemory, image: Image, restore: Layout) -> Loaded:
-    """snapshot_write_next() / get_buffer(): read the image in ascending frame order; a page
-    whose frame the restore kernel does not use goes into place, any other into a safe page
-    with a pbe pushed at the head of restore_pblist."""
+    """snapshot_write_next() with prepare_image() and get_buffer() (kernel/power/snapshot.c,
+    v4.0 to v4.7 alike):
+
+    * prepare_image(): reserve DIV_ROUND_UP(n, PBES_PER_LINKED_PAGE) safe pages for the pbe
+      chain (get_image_page(PG_SAFE): image frames it meets are kept as allocated_unsafe_pages),
+      then preallocate n - allocated_unsafe_pages pages with get_zeroed_page(): a page that is
+      an image frame is marked forbidden+free, any other goes on safe_pages_list (pushed at the
+      head); then the reserved pages are freed for chain_alloc();
+    * get_buffer(), image pages in ascending frame order: straight into the original frame if
+      the preallocation took it (forbidden and free), otherwise into the head of
+      safe_pages_list with a pbe pushed at the head of restore_pblist.
+
+    The allocator's order is :mod:`.pagealloc`'s.  pbe structs are not written into their
+    chain pages (docs/fidelity.md)."""
     used = restore.memblock.intervals()
-    usable = restore.memblock.usable_pfns()
-    safe = SafePages(usable, used, image.intervals())
-    pblist: list[Pbe] = []
-    direct = 0
-
-    def to_safe(pfn: int, content: ContentTag | np.ndarray) -> None:
-        page = safe.get()
-        memory.write_page(page, content, "loader")
-        pblist.append(Pbe(page, pfn))
-
-    items: list[tuple[int, TaggedRange | None]] = [(p.start_pfn, p) for p in image.pieces]
-    items += [(pfn, None) for pfn in image.pages]
-    items.sort(key=lambda t: t[0])
-    for start, piece in items:
-        if piece is None:
-            content = image.pages[start]
-            if restore.memblock.is_reserved(start):
-                to_safe(start, content)
-            else:
-                memory.write_page(start, content, "loader")
-                direct += 1
-            continue
-        span = [(piece.start_pfn, piece.start_pfn + piece.count)]
-        for s, e in sorted(subtract(span, used) + [(a, b) for a, b in intersect(span, used)]):
-            if restore.memblock.is_reserved(s):
-                for pfn in range(s, e):
-                    to_safe(pfn, piece.tag_of(pfn))
-            else:
-                memory.fill_range(s, e - s, piece.kind, piece.seed, piece.first_index + s - piece.start_pfn,
-                                  agent="loader")
-                direct += e - s
-    pblist.reverse()
-    for s, e in normalize([(page, page + 1) for page in safe.taken]):
+    free = subtract(normalize(restore.memblock.usable_pfns()), used)
+    image_iv = image.intervals()
+    image_pfns = np.concatenate([np.arange(s, e, dtype=np.int64) for s, e in image_iv]) if image_iv \
+        else np.empty(0, np.int64)
+    n = len(image_pfns)
+    order = allocation_order(free)
+    leftover: list[np.ndarray] = []
+    n_chain = -(-n // PBES_PER_LINKED_PAGE)
+    unsafe_hit, chain = _take(order, n_chain, image_pfns, True, leftover)
+    direct_hit, safe_list = _take(order, n - len(unsafe_hit), image_pfns, False, leftover)
+    direct = np.sort(np.concatenate([unsafe_hit, direct_hit]))
+    pbe_orig_asc = image_pfns[~_sorted_member(direct, image_pfns)] if len(direct) else image_pfns
+    k = len(pbe_orig_asc)
+    if len(safe_list) < k:  # cannot happen: every allocation is one or the other
+        raise AssertionError("preallocation gave fewer safe pages than pbes")
+    # safe_pages_list is LIFO: the last safe page allocated serves the first (lowest) image page
+    safe_for_asc = safe_list[::-1][:k]
+    _fill_direct(memory, image, direct)
+    _fill_safe(memory, image, pbe_orig_asc, safe_for_asc)
+    pblist = Pblist(safe_for_asc[::-1].copy(), pbe_orig_asc[::-1].copy())
+    taken = np.concatenate([safe_list, chain])
+    for s, e in _runs(np.sort(taken)):
         restore.memblock.reserve(s, e - s)
-    return Loaded(pblist, direct, safe)
+    for pfn in chain.tolist():
+        restore.roles[pfn] = "pbe chain page (safe page)"
+    # the allocator hands each frame out once, so what is left of its order holds none of the
+    # frames taken so far: only image frames are unsafe there
+    safe = SafePages(_chain(leftover, order), image_pfns, safe_list)
+    return Loaded(pblist, len(direct), safe, chain.tolist(), len(unsafe_hit))
+
+
+def _chain(leftover: list[np.ndarray], order: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    while leftover:
+        yield leftover.pop()
+    yield from order
+
+
+def _runs(sorted_pfns: np.ndarray) -> list[tuple[int, int]]:
+    """[start, stop) runs of consecutive frames in a sorted array."""
+    if len(sorted_pfns) == 0:
+        return []
+    cut = np.flatnonzero(np.diff(sorted_pfns) != 1) + 1
+    starts = np.r_[sorted_pfns[:1], sorted_pfns[cut]]
+    stops = np.r_[sorted_pfns[cut - 1] + 1, sorted_pfns[-1:] + 1]
+    return list(zip(starts.tolist(), stops.tolist()))
+
+
+def _fill_direct(memory: PhysicalMemory, image: Image, direct: np.ndarray) -> None:
+    """Image pages loaded straight into their original frames."""
+    runs = _runs(direct)
+    starts = [p.start_pfn for p in image.pieces]
+    for s, e in runs:  # each run against the pieces it overlaps
+        k = max(0, bisect_right(starts, s) - 1)
+        while k < len(image.pieces) and image.pieces[k].start_pfn < e:
+            piece = image.pieces[k]
+            a, b = max(s, piece.start_pfn), min(e, piece.start_pfn + piece.count)
+            if a < b:
+                memory.put_range(piece.part(a, b), "loader")
+            k += 1
+    for pfn, content in image.pages.items():
+        i = int(np.searchsorted(direct, pfn))
+        if i < len(direct) and direct[i] == pfn:
+            memory.write_page(pfn, content, "loader")
+
+
+def _fill_safe(memory: PhysicalMemory, image: Image, orig_asc: np.ndarray, safe: np.ndarray) -> None:
+    """Image pages loaded into safe pages: runs of consecutive image frames that landed in
+    consecutive safe pages become one range each."""
+    if len(orig_asc) == 0:
+        return
+    starts = np.array([p.start_pfn for p in image.pieces], dtype=np.int64)
+    piece_of = np.searchsorted(starts, orig_asc, side="right") - 1
+    keys = np.array(sorted(image.pages), dtype=np.int64)
+    single = _sorted_member(keys, orig_asc) if len(keys) else np.zeros(len(orig_asc), bool)
+    cut = np.flatnonzero((piece_of[1:] != piece_of[:-1]) | single[1:] | single[:-1]) + 1
+    edges = sorted(set(stride_runs(orig_asc, safe)) | set(cut.tolist()))
+    for a, b in zip(edges, edges[1:]):
+        if single[a]:
+            for o, s in zip(orig_asc[a:b].tolist(), safe[a:b].tolist()):
+                memory.write_page(s, image.pages[o], "loader")
+            continue
+        piece = image.pieces[int(piece_of[a])]
+        if b - a == 1 or safe[a] > safe[b - 1]:  # descending safe pages: the usual case
+            memory.put_range(TaggedRange(int(safe[b - 1]), b - a, piece.kind, piece.seed,
+                                         piece.index_of(int(orig_asc[b - 1])), -piece.step), "loader")
+        else:
+            memory.put_range(TaggedRange(int(safe[a]), b - a, piece.kind, piece.seed,
+                                         piece.index_of(int(orig_asc[a])), piece.step), "loader")
 
 
 def verify(memory: PhysicalMemory, image: Image) -> list[int]:
@@ -162,7 +308,7 @@ def verify(memory: PhysicalMemory, image: Image) -> list[int]:
     that memory still describes with the image's own tagged range are compared by description;
     frames written one by one are compared one by one."""
     bad: list[int] = []
-    overridden = memory.overridden()
+    overridden = sorted(memory.overridden())
     mem_ranges = list(memory.ranges())
     starts = [r.start_pfn for r in mem_ranges]
     for piece in image.pieces:
@@ -170,12 +316,14 @@ def verify(memory: PhysicalMemory, image: Image) -> list[int]:
         while pfn < end:
             i = bisect_right(starts, pfn) - 1
             r = mem_ranges[i] if i >= 0 else None
-            if r is not None and pfn < r.start_pfn + r.count and r.kind == piece.kind and r.seed == piece.seed \
-                    and r.first_index - r.start_pfn == piece.first_index - piece.start_pfn:
+            if r is not None and pfn < r.start_pfn + r.count and r.same_content(piece.part(pfn, end)):
                 stop = min(end, r.start_pfn + r.count)
-                for q in range(pfn, stop):
-                    if q in overridden and not memory.same_content(q, piece.tag_of(q)):
+                k = bisect_right(overridden, pfn - 1)
+                while k < len(overridden) and overridden[k] < stop:  # frames with bytes of their own
+                    q = overridden[k]
+                    if not memory.same_content(q, piece.tag_of(q)):
                         bad.append(q)
+                    k += 1
                 pfn = stop
             else:
                 if not memory.same_content(pfn, piece.tag_of(pfn)):

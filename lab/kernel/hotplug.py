@@ -9,7 +9,7 @@ trampoline's frame), arch/x86/realmode/rm/trampoline_64.S.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from ..hw.cpu import Cpu, RunState
 
@@ -69,9 +69,25 @@ def cpu_down_step(rt: "Runtime", cpu0: Cpu, at: int) -> int:
     return m.timing.instr_ns
 
 
-def cpu_up_step(rt: "Runtime", cpu0: Cpu, at: int, st: "Progress | None" = None) -> int:
+Stage = Callable[["Runtime", Cpu, int], int]  # (runtime, boot CPU, target CPU) -> ns to wait
+
+
+def init_sipi_stages(rt: "Runtime") -> list[Stage]:
+    """wakeup_secondary_cpu_via_init(): INIT, udelay, STARTUP, udelay(200), STARTUP; or, on a
+    platform with mailbox wakeup (ACPI MADT multiprocessor wakeup), one mailbox command."""
+    t, m = rt.hotplug, rt.machine
+    vector = rt.kernel.layout.trampoline
+    if m.wakeup == "mailbox":
+        return [lambda rt, c0, cpu: (m.apic.send(cpu, "mailbox", vector, src=c0.agent), t.poll_ns)[1]]
+    return [lambda rt, c0, cpu: (m.apic.send(cpu, "init", src=c0.agent), t.init_to_sipi_ns)[1],
+            lambda rt, c0, cpu: (m.apic.send(cpu, "sipi", vector, src=c0.agent), t.sipi_to_sipi_ns)[1],
+            lambda rt, c0, cpu: (m.apic.send(cpu, "sipi", vector, src=c0.agent), t.poll_ns)[1]]
+
+
+def cpu_up_step(rt: "Runtime", cpu0: Cpu, at: int, st: "Progress | None" = None,
+                stages: list[Stage] | None = None) -> int:
     """One step of bringing CPUs up (``st``, default: every non-boot CPU after the resume):
-    INIT, SIPI, SIPI, then poll until online."""
+    the wake-up ``stages`` (default INIT, SIPI, SIPI), then poll until online."""
     st = rt.bringup if st is None else st
     m = rt.machine
     t = rt.hotplug
@@ -79,23 +95,14 @@ def cpu_up_step(rt: "Runtime", cpu0: Cpu, at: int, st: "Progress | None" = None)
         if not st.queue:
             return m.timing.instr_ns
         st.current = st.queue.pop(0)
-        st.stage = "init"
+        st.stage = 0
         st.since = m.sched.now
     cpu = st.current
     cpu0.rip = at
-    vector = rt.kernel.layout.trampoline
-    if st.stage == "init":
-        m.apic.send(cpu, "init", src=cpu0.agent)
-        st.stage = "sipi1"
-        return t.init_to_sipi_ns
-    if st.stage == "sipi1":
-        m.apic.send(cpu, "sipi", vector, src=cpu0.agent)
-        st.stage = "sipi2"
-        return t.sipi_to_sipi_ns
-    if st.stage == "sipi2":
-        m.apic.send(cpu, "sipi", vector, src=cpu0.agent)
-        st.stage = "wait"
-        return t.poll_ns
+    stages = init_sipi_stages(rt) if stages is None else stages
+    if isinstance(st.stage, int) and st.stage < len(stages):
+        st.stage += 1
+        return stages[st.stage - 1](rt, cpu0, cpu)
     if cpu in rt.kernel.online:
         st.current = None
         return t.poll_ns
@@ -110,7 +117,7 @@ def cpu_up_step(rt: "Runtime", cpu0: Cpu, at: int, st: "Progress | None" = None)
 class Progress:
     queue: list[int]
     current: int | None = None
-    stage: str = ""
+    stage: int | str = 0
     since: int = 0
     failed: list[int] | None = None
 

@@ -16,11 +16,15 @@ import numpy as np
 from ..hw.isa import Placed, Program
 from ..hw.machine import Machine
 from ..hw.memory import ZERO, ContentTag, PhysicalMemory
+from ..hw.paging import walk as page_walk
 from . import programs
 from .layout import (IST_DF, IST_MC, IST_NMI, LOW_MEM_LIMIT, PAGE_SIZE, PERCPU_PAGES,
                      START_KERNEL_MAP, THREAD_PAGES, E820Entry, KernelImage, Layout, Memblock,
-                     boot_noise)
-from .mapping import kernel_physical_mapping_init, text_mapping
+                     boot_noise, direct_va)
+from .intervals import normalize, subtract
+from .mapping import kernel_physical_mapping_init, mark_rodata_ro, text_mapping
+from .pagealloc import first_frames
+from .version import get_version
 
 GATES = {"NMI": (2, "nmi", IST_NMI), "#UD": (6, "invalid_op", 0), "#DF": (8, "double_fault", IST_DF),
          "#GP": (13, "general_protection", 0), "#PF": (14, "page_fault", 0),
@@ -38,6 +42,7 @@ class BootParams:
     text_pages: int = 2048
     data_pages: int = 512
     bss_pages: int = 512
+    rodata_pages: int = 64
     gbpages: bool = False
     debug_pagealloc: bool = False
     early_noise_pages: int = 256  # mean of boot-to-boot varying early reservations
@@ -49,6 +54,10 @@ class BootParams:
     extra_in_use_pages: int = 0  # or: this many frames in use beyond the boot allocations
     extent_pages: int = 512  # mean length of the extents that memory comes in
     mwait_hint: int = 0x20
+    version: str = "4.7"  # lab.kernel.version: layout facts that differ between versions
+    play_dead_at_text_end: bool = False  # the play_dead routines in the last text page (calibration)
+    initcall_pages: int = 64  # mean of page-allocator allocations before mark_rodata_ro()
+    initcall_exact: int | None = None  # this boot's, if known
 
 
 def make_gate(handler: int, ist: int) -> tuple[int, int]:
@@ -77,11 +86,13 @@ class Kernel:
         self.params = params
         self.agent = f"{name}-boot"
         self.boot_seed = int(rng.integers(1, 1 << 31))
-        image = KernelImage(params.phys_base_pfn, params.text_pages, params.data_pages, params.bss_pages)
+        image = KernelImage(params.phys_base_pfn, params.text_pages, params.data_pages, params.bss_pages,
+                            params.rodata_pages)
         memblock = Memblock(e820, limit=min(memory.size, 1 << 32))
         memblock.reserve(image.phys_base, image.frames.stop - image.phys_base)
         trampoline = memblock.alloc(1, below=LOW_MEM_LIMIT)
-        self.layout = Layout(name, e820, image, memblock, trampoline)
+        self.version = get_version(params.version)
+        self.layout = Layout(name, e820, image, memblock, trampoline, ti_flags=self.version.ti_flags)
         self.symbols: dict[str, int] = {}
         self.placed: dict[str, Placed] = {}
         self.oopses: list[Oops] = []
@@ -94,6 +105,8 @@ class Kernel:
         p, lay, mem, mb = self.params, self.layout, self.memory, self.layout.memblock
         img = lay.image
         mem.fill_range(img.text.start, img.text_pages, "text", p.build_id, first_index=0, agent=self.agent)
+        mem.fill_range(img.rodata.start, img.rodata_pages, "data", p.build_id, first_index=1 << 30,
+                       agent=self.agent)  # .rodata: the same bytes in every boot of one build
         mem.fill_range(img.data.start, img.data_pages, "data", self.boot_seed, agent=self.agent)
         mem.fill_range(img.bss.start, img.bss_pages, "sparse", self.boot_seed, agent=self.agent)
         for pfn in (img.init_level4_pgt, img.level3_kernel_pgt, img.level2_kernel_pgt, img.idt_table,
@@ -101,6 +114,10 @@ class Kernel:
             mem.write_page(pfn, ZERO, self.agent)
         for pfn in img.text:
             lay.roles[pfn] = "kernel text"
+        for pfn in img.gap:
+            lay.roles[pfn] = "kernel text (gap after __ex_table)"
+        for pfn in img.rodata:
+            lay.roles[pfn] = "kernel rodata"
         for pfn in img.data:
             lay.roles[pfn] = "kernel data"
         for pfn in img.bss:
@@ -136,7 +153,26 @@ class Kernel:
                 mem.write_page(base + i, ContentTag("stack", self.boot_seed, base + i), self.agent)
                 lay.roles[base + i] = f"idle stack cpu{cpu}" + (" (thread_info)" if i == 0 else "")
         self._place_programs()
+        # initcalls allocate from the page allocator before mark_rodata_ro(): how much varies
+        # from boot to boot (initramfs unpacking, driver probing), so the split page lands apart
+        initcalls = p.initcall_exact if p.initcall_exact is not None else boot_noise(rng, p.initcall_pages)
+        for _ in range(initcalls):
+            lay.roles[self._alloc_page()] = "boot-time allocation (initcalls)"
+        self.text_split = mark_rodata_ro(mem, lay, self._alloc_page, self.agent) if self.version.nx_gap else None
+        if self.version.nx_gap and len(img.gap):  # free_init_pages("unused kernel", text_end, rodata_start)
+            mb.free(img.gap.start, len(img.gap))
+            for pfn in img.gap:
+                lay.roles.pop(pfn, None)
         self._fill_in_use(rng)
+
+    def _alloc_page(self) -> int:
+        """alloc_pages(GFP_KERNEL, 0) once the page allocator runs (lab.kernel.pagealloc)."""
+        mb = self.layout.memblock
+        free = subtract(normalize(mb.usable_pfns()), mb.intervals())
+        pfn = int(first_frames(free[-64:], 1)[0])  # the top intervals hold the first block
+        mb.reserve(pfn, 1)
+        self.memory.fill_range(pfn, 1, "sparse", self.boot_seed ^ (pfn << 2), agent=self.agent)
+        return pfn
 
     def _reserve(self, n: int, role: str, below: int | None = None) -> None:
         if n:
@@ -177,22 +213,24 @@ class Kernel:
     def _place_programs(self) -> None:
         img = self.layout.image
         hint = self.params.mwait_hint
-        progs: list[Program] = [
-            programs.mwait_play_dead(hint),
+        dead: list[Program] = [
+            programs.mwait_play_dead(hint, self.version.ti_flags),
             programs.mwait_play_dead_zero_page(hint, img.text_va(img.empty_zero_page)),
+            programs.mwait_play_dead_then_hlt(hint, self.version.ti_flags),
+            programs.mwait_play_dead_dedicated(hint),
             programs.hlt_play_dead(),
+        ]
+        progs: list[Program] = [
+            *([] if self.params.play_dead_at_text_end else dead),
             programs.restore_registers(),
             programs.start_secondary(),
             programs.core_restore_code(),
             programs.resume_target_kernel(),
-            *programs.handlers(),
+            *programs.handlers(img.text_va(img.data.start + 4)),
         ]
-        va = img.text_va(img.text.start) + 0x1000
-        for prog in progs:
-            placed = prog.place(va)
-            self.placed[prog.name] = placed
-            self.symbols[prog.name] = va
-            va += (placed.size + 0xFF) & ~0xFF
+        self._place_at(img.text_va(img.text.start) + 0x1000, progs)
+        if self.params.play_dead_at_text_end:  # calibration: in the last text page (docs/fidelity.md)
+            self._place_at(img.text_va(img.text.stop - 1), dead)
         self.placed["trampoline_64"] = programs.trampoline_64().place(self.layout.trampoline * PAGE_SIZE)
         self.symbols["trampoline_64"] = self.layout.trampoline * PAGE_SIZE
         arr = self.memory.materialize(img.idt_table)
@@ -202,6 +240,13 @@ class Kernel:
             arr[vector * 2] = lo
             arr[vector * 2 + 1] = hi
         self.memory.write_page(img.idt_table, arr, self.agent)
+
+    def _place_at(self, va: int, progs: list[Program]) -> None:
+        for prog in progs:
+            placed = prog.place(va)
+            self.placed[prog.name] = placed
+            self.symbols[prog.name] = va
+            va += (placed.size + 0xFF) & ~0xFF
 
     def register_code(self, machine: Machine) -> None:
         """Tell the machine which instructions sit in this kernel's text frames."""
@@ -233,6 +278,7 @@ class Kernel:
         cpu.ist = self.ist(cpu.id)
         cpu.regs["rsp"] = self.layout.stack_top(cpu.id)
         cpu.regs["r9"] = cpu.id * 64
+        cpu.regs["gs_base"] = direct_va(self.layout.percpu[cpu.id] * PAGE_SIZE)  # wrmsr(MSR_GS_BASE)
         cpu.rip = self.symbols[symbol]
         cpu.if_flag = False
 
@@ -248,7 +294,9 @@ class Kernel:
         """Format an oops as arch/x86/mm/fault.c no_context() and arch/x86/kernel/dumpstack.c
         __die() print it, then panic (the idle task cannot be killed)."""
         rip = cpu.fault_rip
-        walk = cpu.last_walk
+        # dump_pagetable(address): the walk of the faulting address, read now, from CR3's root
+        walk = page_walk(self.memory, cpu.cr3, address, set_accessed=False) \
+            if address is not None and cpu.cr3 is not None else None
         steps = [] if walk is None else [(s.level, s.table, s.index, s.entry) for s in walk.steps]
         n = len(self.oopses) + 1
         lines = [headline]
@@ -259,7 +307,7 @@ class Kernel:
                 lines.append(" ".join(f"{names[lvl]} {entry:x}" for lvl, _, _, entry in steps))
             lines.append(f"Oops: {error_code:04x} [#{n}] SMP")
         lines += [
-                  f"CPU: {cpu.id} PID: 0 Comm: swapper/{cpu.id} Not tainted 4.7.0 #1",
+                  f"CPU: {cpu.id} PID: 0 Comm: swapper/{cpu.id} Not tainted {self.version.uname} #1",
                   f"RIP: 0010:[<{rip:016x}>]  [<{rip:016x}>] {self.symbolize(rip)}",
                   f"RSP: 0018:{cpu.regs['rsp']:016x}  CR2: {cpu.machine.cr2.get(cpu.id, 0):016x}  CR3: {cpu.cr3 or 0:016x}",
                   "Kernel panic - not syncing: Attempted to kill the idle task!"]

@@ -19,7 +19,6 @@ PAGE_OFFSET = 0xFFFF880000000000  # direct map base
 START_KERNEL_MAP = 0xFFFFFFFF80000000  # kernel text mapping base
 THREAD_SIZE = 16 * 1024
 THREAD_PAGES = THREAD_SIZE // PAGE_SIZE
-TI_FLAGS = 0x10  # offset of thread_info->flags in the model (see docs/fidelity.md)
 PERCPU_PAGES = 8  # per-CPU area: 3 IST stacks (#DF, NMI, #MC) of 2 pages + 2 of data
 IST_DF, IST_NMI, IST_MC = 1, 2, 3
 LOW_MEM_LIMIT = 1 << 20
@@ -109,6 +108,24 @@ class Memblock:
         j = bisect_right(self._starts, start)
         return start, min(end, self._starts[j]) if j < len(self._starts) else end
 
+    def free(self, start: int, count: int) -> None:
+        """memblock_free / free_init_pages: [start, start + count) is free again."""
+        end = start + count
+        out_s: list[int] = []
+        out_e: list[int] = []
+        for s, e in zip(self._starts, self._ends):
+            if e <= start or s >= end:
+                out_s.append(s)
+                out_e.append(e)
+                continue
+            if s < start:
+                out_s.append(s)
+                out_e.append(start)
+            if e > end:
+                out_s.append(end)
+                out_e.append(e)
+        self._starts, self._ends = out_s, out_e
+
     def reserve(self, start: int, count: int) -> None:
         end = start + count
         i = bisect_right(self._starts, start) - 1
@@ -146,22 +163,39 @@ class Memblock:
         return sum(e - s for s, e in zip(self._starts, self._ends))
 
 
+PMD_PAGES = 512  # frames in a 2 MiB page
+
+
 @dataclass
 class KernelImage:
-    """The kernel binary's sections at their physical frames (same binary -> same frames)."""
+    """The kernel binary's sections at their physical frames (same binary -> same frames).
+
+    arch/x86/kernel/vmlinux.lds.S (x86-64): .text (ending with __ex_table), then .rodata from
+    the next 2 MiB boundary (X86_ALIGN_RODATA_BEGIN), then .data and .bss (ending with the brk
+    area).  The gap between __stop___ex_table and __start_rodata is freed by mark_rodata_ro()."""
 
     phys_base: int  # first frame
     text_pages: int
     data_pages: int
     bss_pages: int
+    rodata_pages: int = 64
 
     @property
     def text(self) -> range:
         return range(self.phys_base, self.phys_base + self.text_pages)
 
     @property
+    def gap(self) -> range:
+        """PFN_ALIGN(__stop___ex_table) up to __start_rodata (2 MiB aligned)."""
+        return range(self.text.stop, -(-self.text.stop // PMD_PAGES) * PMD_PAGES)
+
+    @property
+    def rodata(self) -> range:
+        return range(self.gap.stop, self.gap.stop + self.rodata_pages)
+
+    @property
     def data(self) -> range:
-        return range(self.text.stop, self.text.stop + self.data_pages)
+        return range(self.rodata.stop, self.rodata.stop + self.data_pages)
 
     @property
     def bss(self) -> range:
@@ -212,13 +246,15 @@ class Layout:
     memblock: Memblock
     trampoline: int  # frame of the real-mode trampoline (SIPI vector)
     table_frames: list[int] = field(default_factory=list)  # direct-map PDPT/PD/PT frames
+    table_frames_text: list[int] = field(default_factory=list)  # text-mapping PTs made at run time
     idle_stacks: dict[int, int] = field(default_factory=dict)  # cpu -> first frame
     percpu: dict[int, int] = field(default_factory=dict)  # cpu -> first frame
     roles: dict[int, str] = field(default_factory=dict)
+    ti_flags: int = 0x08  # offsetof(struct thread_info, flags) in this build (lab.kernel.version)
 
     def mwait_ptr(self, cpu: int) -> int:
         """&current_thread_info()->flags of CPU ``cpu``'s idle task, a direct-map address."""
-        return direct_va(self.idle_stacks[cpu] * PAGE_SIZE + TI_FLAGS)
+        return direct_va(self.idle_stacks[cpu] * PAGE_SIZE + self.ti_flags)
 
     def stack_top(self, cpu: int) -> int:
         return direct_va((self.idle_stacks[cpu] + THREAD_PAGES) * PAGE_SIZE) - 64

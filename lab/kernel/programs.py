@@ -7,7 +7,7 @@ addresses, as two boots of one binary do.
 from __future__ import annotations
 
 from ..hw.isa import I, Program, mem
-from .layout import THREAD_SIZE, TI_FLAGS
+from .layout import THREAD_SIZE
 
 
 def _monitor_mwait_loop(hint: int, flush: bool = True) -> list:
@@ -25,16 +25,39 @@ def _monitor_mwait_loop(hint: int, flush: bool = True) -> list:
     ]
 
 
-def mwait_play_dead(hint: int) -> Program:
-    """arch/x86/kernel/smpboot.c, mwait_play_dead() (v4.7): monitor &thread_info->flags and
-    MWAIT in the deepest C-state, in a loop (a wake-up just goes round again)."""
+def mwait_play_dead(hint: int, ti_flags: int) -> Program:
+    """arch/x86/kernel/smpboot.c, mwait_play_dead() (v4.0-v4.7): monitor &thread_info->flags
+    (``ti_flags``: its offset in this build) and MWAIT in the deepest C-state, in a loop (a
+    wake-up just goes round again)."""
     return Program("mwait_play_dead", [
         I("mov", "rbx", "rsp", comment="current_thread_info():"),
         I("and", "rbx", ~(THREAD_SIZE - 1) & ((1 << 64) - 1), comment="  base of the idle stack"),
-        I("add", "rbx", TI_FLAGS, comment="mwait_ptr = &thread_info->flags"),
+        I("add", "rbx", ti_flags, comment="mwait_ptr = &thread_info->flags"),
         I("wbinvd"),
         *_monitor_mwait_loop(hint),
     ], source="arch/x86/kernel/smpboot.c: mwait_play_dead()")
+
+
+def mwait_play_dead_then_hlt(hint: int, ti_flags: int) -> Program:
+    """The alternative the 2016 thread rejected ("modify mwait_play_dead"): after any wake-up
+    leave the monitor loop for HLT.  The woken CPU still fetches its next instruction, so it
+    depends on the text mapping, which is not safe across hibernation since ab76f7b4ab23."""
+    return Program("mwait_play_dead_then_hlt", [
+        I("mov", "rbx", "rsp", comment="current_thread_info():"),
+        I("and", "rbx", ~(THREAD_SIZE - 1) & ((1 << 64) - 1), comment="  base of the idle stack"),
+        I("add", "rbx", ti_flags, comment="mwait_ptr = &thread_info->flags"),
+        I("wbinvd"),
+        I("clflush", mem("rbx"), comment="erratum AAI65 workaround"),
+        I("mov", "rax", "rbx"),
+        I("mov", "rcx", 0),
+        I("mov", "rdx", 0),
+        I("monitor", comment="__monitor(mwait_ptr, 0, 0)"),
+        I("mov", "rax", hint, comment="deepest C-state hint"),
+        I("mwait", comment="__mwait(eax, 0): any wake-up falls through"),
+        "halt:",
+        I("hlt", comment="then stay in HLT"),
+        I("jmp", "halt"),
+    ], source="2016 thread: the rejected 'modify mwait_play_dead' alternative")
 
 
 def mwait_play_dead_zero_page(hint: int, zero_page_va: int) -> Program:
@@ -59,17 +82,96 @@ def hlt_play_dead() -> Program:
     ], source="arch/x86/kernel/smpboot.c: hlt_play_dead()")
 
 
+RELEASE = 8  # offset of the release word in a CPU's trampoline line
+
+
 def safe_page_spin(hint: int) -> Program:
     """The reviewer's hibernation trampoline: a loop in a safe page, reached through page
-    tables in safe pages, monitoring a line of a safe page (rbx); nothing it touches is
-    overwritten by the copy.  The image kernel kicks it out with INIT."""
-    return Program("trampoline_spin", _monitor_mwait_loop(hint, flush=False),
-                   source="2016 thread: hibernation trampoline in a safe page")
+    tables in safe pages, monitoring this CPU's line of a safe data page (rbx); nothing it
+    touches is overwritten by the copy.  "Then kick the other CPUs awake and have them jump
+    back to real code": when the image kernel has written the release word of the line, the
+    CPU goes back into the image kernel (a model routine: its CR3, IDT and stack, then
+    start_secondary)."""
+    return Program("trampoline_spin", [
+        "loop:",
+        I("mov", "rax", "rbx"),
+        I("mov", "rcx", 0),
+        I("mov", "rdx", 0),
+        I("monitor", comment="this CPU's line of the safe data page"),
+        I("mov", "rax", hint),
+        I("mwait"),
+        I("load", "rax", mem("rbx", RELEASE), comment="released by the image kernel?"),
+        I("cmp", "rax", 0),
+        I("je", "loop"),
+        I("model", "trampoline_return", comment="jump back to real code: the image kernel"),
+    ], source="2016 thread (reviewer): hibernation trampoline in a safe page, and the way back")
 
 
-def handlers() -> list[Program]:
+def safe_page_iret(name: str) -> Program:
+    """A handler in the trampoline's safe code page (trampoline-idt): nothing to do but IRET,
+    on an IST stack in a safe page, through the trampoline's own IDT."""
+    return Program(name, [I("iretq", comment="an NMI/#MC while parked: back to the loop")],
+                   source="trampoline-idt: an IDT and handlers in safe pages")
+
+
+MWAIT_CPU_DEAD = 0x80  # per-CPU struct mwait_cpu_dead, cache-line aligned, in the per-CPU area
+CPUDEAD_MWAIT_WAIT, CPUDEAD_MWAIT_KEXEC_HLT = 0xDEADBEEF, 0x4A17DEAD
+MD_CONTROL, MD_STATUS = 0, 8  # u32 fields in Linux; one qword each here
+
+
+def mwait_play_dead_dedicated(hint: int) -> Program:
+    """arch/x86/kernel/smpboot.c mwait_play_dead() after d7893093a741 ("x86/smp: Cure kexec()
+    vs. mwait_play_dead() breakage", 2023): monitor this CPU's own cache line
+    ``mwait_cpu_dead`` {control, status}; after a wake-up, if control says
+    CPUDEAD_MWAIT_KEXEC_HLT, acknowledge in status and stay in HLT.  Its comment: this does
+    NOT protect against a stray MCE, NMI or SMI."""
+    return Program("mwait_play_dead_dedicated", [
+        I("mov", "rbx", "gs_base", comment="md = this_cpu_ptr(&mwait_cpu_dead)"),
+        I("add", "rbx", MWAIT_CPU_DEAD),
+        I("mov", "rax", CPUDEAD_MWAIT_WAIT),
+        I("store", mem("rbx", MD_STATUS), "rax", comment="md->status = CPUDEAD_MWAIT_WAIT"),
+        I("wbinvd"),
+        "loop:",
+        I("clflush", mem("rbx")),
+        I("mov", "rax", "rbx"),
+        I("mov", "rcx", 0),
+        I("mov", "rdx", 0),
+        I("monitor", comment="__monitor(md, 0, 0)"),
+        I("mov", "rax", hint),
+        I("mwait"),
+        I("load", "rax", mem("rbx", MD_CONTROL), comment="READ_ONCE(md->control)"),
+        I("cmp", "rax", CPUDEAD_MWAIT_KEXEC_HLT),
+        I("jne", "loop"),
+        I("store", mem("rbx", MD_STATUS), "rax", comment="WRITE_ONCE(md->status, CPUDEAD_MWAIT_KEXEC_HLT)"),
+        "halt:",
+        I("hlt", comment="while (1) native_halt();"),
+        I("jmp", "halt"),
+    ], source="arch/x86/kernel/smpboot.c: mwait_play_dead() (d7893093a741, v6.5)")
+
+
+NMI_STATE = 0x40  # this CPU's nmi_state in its per-CPU area (arch/x86/kernel/nmi.c DEFINE_PER_CPU)
+
+
+def nmi_entry(nmi_desc_va: int) -> Program:
+    """arch/x86/entry/entry_64.S ``nmi`` and arch/x86/kernel/nmi.c do_nmi() (v4.x), the
+    memory they touch: registers saved on the NMI IST stack, this CPU's ``nmi_state`` read and
+    written through GS, the handler list ``nmi_desc`` in kernel data read; then the handlers
+    (a model routine) and IRET.  An NMI in the restore kernel during the copy therefore walks
+    the same tables a woken CPU would."""
+    return Program("nmi", [
+        I("push", "rax", comment="entry_64.S: save registers on the IST stack"),
+        I("load", "rax", mem("gs_base", NMI_STATE), comment="this_cpu_read(nmi_state)"),
+        I("store", mem("gs_base", NMI_STATE), "rax", comment="this_cpu_write(nmi_state, NMI_EXECUTING)"),
+        I("load", "rax", mem(None, nmi_desc_va), comment="nmi_desc[NMI_LOCAL].head (kernel data)"),
+        I("model", "do_nmi", comment="nmi_handle(): no handler claims it: unknown NMI"),
+        I("pop", "rax"),
+        I("iretq"),
+    ], source="arch/x86/entry/entry_64.S nmi; arch/x86/kernel/nmi.c do_nmi()")
+
+
+def handlers(nmi_desc_va: int) -> list[Program]:
     """Exception entry points (arch/x86/entry/entry_64.S idtentry) reduced to the call of the
-    C handler; the C handlers are model routines."""
+    C handler, which is a model routine; the NMI entry touches what the real one touches."""
     return [
         Program("page_fault", [I("model", "do_page_fault"), I("iretq")],
                 source="arch/x86/mm/fault.c: do_page_fault() -> no_context() -> oops"),
@@ -79,8 +181,7 @@ def handlers() -> list[Program]:
                 source="arch/x86/kernel/traps.c: do_general_protection()"),
         Program("invalid_op", [I("model", "do_invalid_op"), I("iretq")],
                 source="arch/x86/kernel/traps.c: do_invalid_op()"),
-        Program("nmi", [I("model", "do_nmi"), I("iretq")],
-                source="arch/x86/kernel/nmi.c: do_nmi() (unknown NMI: logged, returns)"),
+        nmi_entry(nmi_desc_va),
         Program("machine_check", [I("model", "do_machine_check"), I("iretq")],
                 source="arch/x86/kernel/cpu/mcheck/mce.c: do_machine_check() (corrected: logged)"),
     ]
@@ -141,5 +242,6 @@ def resume_target_kernel() -> Program:
     return Program("resume_target_kernel", [
         I("cli", comment="local_irq_disable()"),
         I("model", "hibernate_resume_nonboot_cpu_disable", comment="each non-boot CPU -> play_dead"),
+        I("model", "kick_parked_cpus", comment="the fix's kick of parked CPUs, if it has one"),
         I("model", "swsusp_arch_resume", comment="temporary tables, relocate code, jump"),
     ], source="kernel/power/hibernate.c: resume_target_kernel()")

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
+import numpy as np
+
 from ..hw.cpu import MSR_IA32_MCG_STATUS, Cpu, RunState
 from ..hw.isa import Placed, Program
 from ..hw.machine import Machine
@@ -19,7 +21,7 @@ from ..hw.memory import ContentTag
 from ..hw.pagetable import PageTables
 from .hibernate import Image, Loaded
 from .hotplug import HotplugTiming, Progress, cpu_down_step, cpu_up_step
-from .instance import Kernel
+from .instance import Kernel, make_gate
 from .layout import PAGE_OFFSET, PAGE_SIZE, START_KERNEL_MAP, direct_va
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -27,12 +29,24 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 SAFE_CODE_INDEX = 1 << 40  # content index of code copied into safe pages
+TRAMPOLINE_STACK_VA = 0xFFFFC90000000000  # where the trampoline's own tables map its IST stack
+
+
+@dataclass(frozen=True)
+class Trampoline:
+    """Where trampoline fixes park CPUs: page tables, code, data (one line per CPU) and
+    optionally an IDT and IST stack, all in safe pages."""
+
+    cr3: int
+    placed: dict[str, Placed]
+    data_va: int
+    idt: tuple[int, int] | None = None
+    stack_top: int | None = None
 
 
 @dataclass(frozen=True)
 class RestoreTiming:
     page_copy_ns: int = 1_000  # rep movsq of 4 KiB
-    copy_batch: int = 64  # pages streamed in one step at most (keeps one step short)
 
 
 @dataclass
@@ -51,7 +65,13 @@ class Runtime:
     done: bool = False
     copied: int = 0
     temp_tables: list[int] = field(default_factory=list)
-    trampoline: tuple[int, Placed, int] | None = None  # (cr3, code, data address) in safe pages
+    trampoline: "Trampoline | None" = None  # the parking place in safe pages, once built
+    sharing_cpus: int = 0  # CPUs that monitor a line another parked CPU monitors too
+    strays: tuple[str, ...] = ()  # Config.stray: kinds sent at random times during the copy
+    line_users: dict[int, set[int]] = field(default_factory=dict)  # monitored line -> parked CPUs
+    kick_state: dict | None = None  # the fix's kick in progress
+    _watched_pos: tuple[int, np.ndarray] | None = None
+    _copy_end: np.ndarray | None = None  # cumulative page-copy times, drawn when the copy starts
 
     def __post_init__(self) -> None:
         self.kernel = self.restore  # the kernel whose code runs now
@@ -67,7 +87,9 @@ class Runtime:
             "swsusp_arch_resume": self.swsusp_arch_resume,
             "copy_pbe": self.copy_pbe,
             "restore_registers": self.restore_registers,
-            "enable_nonboot_cpus": lambda c, at: self._phase_then("online", cpu_up_step, c, at),
+            "enable_nonboot_cpus": lambda c, at: self._phase_then("online", self.fix.bring_up, c, at),
+            "kick_parked_cpus": self.kick_parked_cpus,
+            "trampoline_return": self.trampoline_return,
             "resume_done": self.resume_done,
             "trampoline_to_long_mode": self.trampoline_to_long_mode,
             "cpu_online": self.cpu_online,
@@ -98,21 +120,43 @@ class Runtime:
         self.restore.layout.roles[pfn] = role
         return pfn
 
-    def place_in_safe_page(self, program: Program) -> tuple[int, Placed, int]:
-        """A program in a safe page with a data page beside it, both reachable through their
-        own page tables in safe pages: nothing the copy writes.  Returns (cr3, the placed
-        program, the data page's address)."""
+    def build_trampoline(self, programs: list[Program], gates: dict[int, str] | None = None) -> "Trampoline":
+        """Programs in a safe code page with a data page beside it, all reachable through their
+        own page tables in safe pages: nothing the copy writes.  With ``gates`` (vector ->
+        program name), also an IDT page whose gates lead to those programs on an IST stack
+        in a safe page (trampoline-idt)."""
         m, agent = self.machine, self.machine.cpus[0].agent
-        code = self._safe_page(f"{program.name} code (safe page)")
-        data = self._safe_page(f"{program.name} data (safe page)")
+        name = programs[0].name
+        code = self._safe_page(f"{name} code (safe page)")
+        data = self._safe_page(f"{name} data (safe page)")
         m.memory.write_page(code, ContentTag("text", self.restore.params.build_id, SAFE_CODE_INDEX + code), agent)
-        tables = PageTables(m.memory, lambda: self._safe_page(f"{program.name} page table (safe page)"), agent)
-        for pfn in (code, data):
+        tables = PageTables(m.memory, lambda: self._safe_page(f"{name} page table (safe page)"), agent)
+        pages = [code, data]
+        va = direct_va(code * PAGE_SIZE)
+        placed: dict[str, Placed] = {}
+        for prog in programs:
+            placed[prog.name] = prog.place(va)
+            m.place_code(placed[prog.name], lambda v: v - PAGE_OFFSET)
+            self.restore.placed[prog.name] = placed[prog.name]
+            va += (placed[prog.name].size + 0xF) & ~0xF
+        idt = stack_top = None
+        if gates:
+            idt_pfn = self._safe_page(f"{name} IDT (safe page)")
+            arr = np.zeros(512, dtype=np.uint64)
+            for vector, target in gates.items():
+                lo, hi = make_gate(placed[target].base, 1)
+                arr[vector * 2], arr[vector * 2 + 1] = lo, hi
+            m.memory.write_page(idt_pfn, arr, agent)
+            pages.append(idt_pfn)
+            idt = (direct_va(idt_pfn * PAGE_SIZE), 0xFFF)
+            # an IST stack of 256 bytes per CPU, its safe pages mapped one after the other
+            n = -(-len(m.cpus) * 256 // PAGE_SIZE)
+            for k in range(n):
+                tables.map(TRAMPOLINE_STACK_VA + k * PAGE_SIZE, self._safe_page(f"{name} IST stack (safe page)") * PAGE_SIZE)
+            stack_top = TRAMPOLINE_STACK_VA + n * PAGE_SIZE
+        for pfn in pages:
             tables.map(direct_va(pfn * PAGE_SIZE), pfn * PAGE_SIZE)
-        placed = program.place(direct_va(code * PAGE_SIZE))
-        m.place_code(placed, lambda va: va - PAGE_OFFSET)
-        self.restore.placed[program.name] = placed
-        return tables.root, placed, direct_va(data * PAGE_SIZE)
+        return Trampoline(tables.root, placed, direct_va(data * PAGE_SIZE), idt, stack_top)
 
     # -- restore kernel ----------------------------------------------------------------------
     def swsusp_arch_resume(self, cpu: Cpu, at: int) -> int:
@@ -139,6 +183,7 @@ class Runtime:
         m.place_code(relocated, lambda va: va - PAGE_OFFSET)
         k.placed["core_restore_code (relocated)"] = relocated
         self.fix.before_copy(self, cpu)
+        self._schedule_strays(cpu)
         cpu.cr3 = temp.root
         cpu.tlb.flush_all()
         cpu.regs["rsi"] = 1 if self.loaded.pblist else 0
@@ -148,33 +193,95 @@ class Runtime:
         m.emit("cr3", cpu.id, cr3=cpu.cr3, tables="temporary")
         return m.timing.instr_ns
 
+    def _copy_times(self) -> np.ndarray:
+        """Cumulative page-copy times (rep movsq and the loop's jne of each page), drawn for the
+        whole list once, so batching cannot change them."""
+        if self._copy_end is None:
+            m = self.machine
+            durations = m.jitter.scale_many(self.timing.page_copy_ns, len(self.loaded.pblist)) + m.timing.instr_ns
+            self._copy_end = np.cumsum(durations)
+        return self._copy_end
+
+    def _schedule_strays(self, cpu0: Cpu) -> None:
+        """Config.stray: an NMI, SMI or machine check that arrives at a random time during the
+        copy (drawn from the run's generator), at a random parked CPU; a machine check is
+        broadcast to every CPU, as on the report's machines."""
+        m = self.machine
+        window = int(self._copy_times()[-1]) if len(self.loaded.pblist) else 1
+        for kind in self.strays:
+            at = m.sched.now + int(m.rng.integers(0, max(window, 1)))
+            targets = list(range(len(m.cpus))) if kind == "mce" else [int(m.rng.integers(1, len(m.cpus)))]
+            m.at(at, lambda kind=kind, targets=targets: [
+                (m.emit("inject", t, ipi=kind, stray=True), m.apic.send(t, kind, src="platform")) for t in targets])
+
+    def kick_parked_cpus(self, cpu: Cpu, at: int) -> int:
+        """The fix's kick of the parked CPUs before the copy (smp_kick_mwait_play_dead for
+        dedicated-line); repeats while the fix is waiting for an acknowledgement."""
+        ns = self.fix.kick(self, cpu, at)
+        if ns is None:
+            return self.machine.timing.instr_ns
+        cpu.rip = at
+        return ns
+
+    def trampoline_return(self, cpu: Cpu, at: int) -> int:
+        """The trampoline's way back: the released CPU loads the image kernel's CR3, IDT and
+        stack and goes to start_secondary (as the real-mode trampoline would)."""
+        self.kernel.enter(cpu, "start_secondary")
+        cpu.tlb.flush_all()
+        return self.machine.timing.instr_ns
+
     def copy_pbe(self, cpu: Cpu, at: int) -> int:
         """core_restore_code's loop body: copy pbe->address to pbe->orig_address (rep movsq),
-        rdx = pbe->next, test.  Consecutive pbes are streamed in one step (at most
-        ``copy_batch``) while no other CPU has anything due before the copy finishes, so the
-        interleaving is the same as page by page; each page still has its own timed event."""
+        rdx = pbe->next, test.  Each page takes its own (jittered) time, drawn for the whole
+        list when the copy starts, so batching cannot change a run.  One step copies, in bulk,
+        the pages up to the next moment anything else can look: another actor's next event
+        (a CPU's instruction, a timer), or a page someone watches (a monitored line, a frame on
+        ``machine.watched_frames``), which is then copied in a step of its own."""
         m = self.machine
-        pblist = self.loaded.pblist
-        roles = self.restore.layout.roles
-        ns = 0
-        for k in range(self.timing.copy_batch):
-            if k:
-                nxt = m.sched.next_time()
-                if nxt is not None and m.sched.now + ns > nxt:
-                    break
-                m.sched.advance(m.sched.now + ns)
-            i = cpu.regs["rdx"] - 1
-            pbe = pblist[i]
-            m.memory.copy_page(pbe.address, pbe.orig_address, cpu.agent)
-            self.copied += 1
-            m.emit("page_copied", cpu.id, pfn=pbe.orig_address, src=pbe.address, index=i,
-                   role=roles.get(pbe.orig_address, "other"))
-            cpu.regs["rdx"] = i + 2 if i + 1 < len(pblist) else 0
-            ns = m.jitter.scale(self.timing.page_copy_ns)
-            if cpu.regs["rdx"] == 0:
-                break
+        pbl = self.loaded.pblist
+        n = len(pbl)
+        i = cpu.regs["rdx"] - 1
+        ends = self._copy_times()  # [k]: end of page k (and its jne), from the copy's start
+        before = int(ends[i - 1]) if i else 0  # page i starts now; page i + c at now + ends[i+c-1] - before
+        stop = self._next_watched(i, n)
+        count = 1
+        if stop > i:
+            count = stop - i
+            nxt = m.sched.next_time()
+            if nxt is not None:
+                j = int(np.searchsorted(ends, nxt - m.sched.now + before, side="right"))
+                count = max(1, min(count, j - i + 1))
+        src, dst = pbl.safe[i:i + count], pbl.orig[i:i + count]
+        m.memory.copy_frames(src, dst, cpu.agent)
+        self.copied += count
+        if count == 1:
+            pfn = int(dst[0])
+            m.emit("page_copied", cpu.id, pfn=pfn, src=int(src[0]), index=i,
+                   role=self.restore.layout.roles.get(pfn, "other"))
+        else:
+            m.emit("pages_copied", cpu.id, first=i, count=count, pfn_high=int(dst[0]), pfn_low=int(dst[-1]))
+        done = i + count
+        cpu.regs["rdx"] = done + 1 if done < n else 0
         cpu.zf = cpu.regs["rdx"] == 0  # testq %rdx, %rdx
-        return ns
+        return int(ends[done - 1]) - before - m.timing.instr_ns  # the last jne runs as itself
+
+    def _next_watched(self, i: int, n: int) -> int:
+        """The first pblist position >= i whose frame someone watches (n: none): a monitored
+        line's frame, or one of ``machine.watched_frames`` (their positions cached per
+        version of that set)."""
+        m = self.machine
+        pbl = self.loaded.pblist
+        pos = [p for p in pbl.positions(m.monitor.pages()) if p >= i]
+        watched = m.watched_frames
+        if watched:
+            if self._watched_pos is None or self._watched_pos[0] != watched.version:
+                arr = np.fromiter(watched, dtype=np.int64, count=len(watched))
+                self._watched_pos = (watched.version, np.sort(pbl.positions_array(arr)))
+            cached = self._watched_pos[1]
+            k = int(np.searchsorted(cached, i))
+            if k < len(cached):
+                pos.append(int(cached[k]))
+        return min(pos, default=n)
 
     # -- image kernel ------------------------------------------------------------------------
     def restore_registers(self, cpu: Cpu, at: int) -> int:

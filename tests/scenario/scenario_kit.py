@@ -7,11 +7,13 @@ Vocabulary (see /work/shared/FACTS.md sections 1, 2 and 5):
 * the *boot path* of CPU c: the table frames (PML4, PDPT, PD[, PT]) that a walk of c's
   ``mwait_ptr`` reads through the restore kernel's tables right after boot;
 * a *store wake*: a ``wake`` event whose reason is a store to the monitored line;
-* the *copy index* of an event: how many ``page_copied`` events precede it, so a frame with
-  pbe index i has been restored at that event exactly when i < copy index;
-* the *window*: open while the brk page tables (lowest PFNs, copied last) still hold the
-  restore kernel's content; once they are restored a walk goes through the image kernel's
-  own (already restored) tables.
+* the *copy index* of an event: how many pbes the copy loop has restored before it (the copy
+  runs in pblist order and reports either one ``page_copied`` (data ``index``) or, in bulk, one
+  ``pages_copied`` (data ``first``, ``count``)), so a frame with pbe index i has been restored
+  at that event exactly when i < copy index;
+* the *window*: open while the brk page tables (low PFNs, copied near the end of the
+  descending copy) still hold the restore kernel's content; once they are restored a walk goes
+  through the image kernel's own (already restored) tables.
 """
 from __future__ import annotations
 
@@ -123,12 +125,12 @@ def record_run(preset: str, fix: str, seed: int, **overrides: Any) -> Record:
 
 def analyse(r: Resume, paths: dict[int, list[int]], boot_content: dict[int, Any]) -> Record:
     lay = r.restore_kernel.layout
-    pos = r._pblist_pos
-    brk_pbe = [pos.get(p) for p in lay.image.brk_pgt_buf]
+    pbl = r.loaded.pblist
+    brk_pbe = [pbl.index_of(p) for p in lay.image.brk_pgt_buf]
     brk_last = max((i for i in brk_pbe if i is not None), default=-1)
 
     def changed(pfn: int, copy_index: int) -> bool:
-        i = pos.get(pfn)
+        i = pbl.index_of(pfn)
         return i is not None and i < copy_index and not same_bytes(boot_content[pfn], r.image.content(pfn))
 
     copies = 0
@@ -137,7 +139,11 @@ def analyse(r: Resume, paths: dict[int, list[int]], boot_content: dict[int, Any]
     fault = None
     for ev in r.events:
         if ev.kind == "page_copied":
+            assert ev.data["index"] == copies, f"copy out of pblist order at {ev}"
             copies += 1
+        elif ev.kind == "pages_copied":
+            assert ev.data["first"] == copies, f"copy out of pblist order at {ev}"
+            copies += ev.data["count"]
         elif is_store_wake(ev) and ev.cpu not in woken:
             woken[ev.cpu] = pending[ev.cpu] = WokenCpu(ev.cpu, copies, walked=False)
         elif ev.kind == "walk" and ev.data.get("why") == "clflush" and ev.cpu in pending:
@@ -154,10 +160,10 @@ def analyse(r: Resume, paths: dict[int, list[int]], boot_content: dict[int, Any]
                 pfn = tbl // PAGE_SIZE
                 boot_entry = int(as_array(boot_content[pfn])[idx]) if pfn in boot_content else None
                 fault = {"cpu": ev.cpu, "va": ev.data["va"], "level": lvl, "table": pfn, "index": idx,
-                         "entry": entry, "boot_entry": boot_entry, "table_pbe": pos.get(pfn),
+                         "entry": entry, "boot_entry": boot_entry, "table_pbe": pbl.index_of(pfn),
                          "copy_index": copies, "table_changed": changed(pfn, copies),
                          "brk_restored": w.brk_restored}
-    ti_pbe = {c: pos.get(lay.idle_stacks[c]) for c in range(1, r.config.cpus)}
+    ti_pbe = {c: pbl.index_of(lay.idle_stacks[c]) for c in range(1, r.config.cpus)}
     outcome = r.outcome
     return Record(
         preset=r.config.preset, fix=r.config.fix, seed=r.config.seed, outcome=outcome,

@@ -19,7 +19,10 @@ def test_records_sorted_and_complete(serial):
     assert [(r["fix"], r["seed"]) for r in serial] == [(f, s) for f in ("hlt", "mwait") for s in range(4)]
     t = tally(serial)
     assert t["hlt"] == {"resumed": 4}
-    assert t["mwait"]["triple_fault"] >= 1  # workshop seed 0 fails with mwait
+    assert sum(t["mwait"].values()) == 4 and set(t["mwait"]) <= {"resumed", "panic", "triple_fault"}
+    # workshop seed 0 fails with mwait (a #PF on its mwait_ptr during the copy: oops, panic)
+    seed0 = next(r for r in serial if (r["fix"], r["seed"]) == ("mwait", 0))
+    assert seed0["outcome"] in ("panic", "triple_fault")
 
 
 def test_executors_give_identical_records(serial):

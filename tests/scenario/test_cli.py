@@ -126,7 +126,7 @@ def test_report_panic_still_exits_0(runs) -> None:
     f = s["faults"][0]
     assert (f["cpu"], f["vector"], f["address"]) == (1, "#PF", "0xffff8800ba800010")
     assert f["walk"] and f["walk"][-1]["entry"] == "0x0"
-    assert [w["level"] for w in f["walk"]] == [0, 1, 2]
+    assert [w["level"] for w in f["walk"]] == [0, 1, 2, 3]  # the zero entry is the PTE
     assert "CR2: ffff8800ba800010" in s["oops"]
 
 
@@ -149,9 +149,13 @@ def test_presets_and_fixes_list_names_one_per_line(capsys) -> None:
     for cmd, names in (("presets", list(PRESETS)), ("fixes", list(FIXES))):
         p = main_in_process([cmd], capsys)
         assert p.returncode == 0 and p.stderr == ""
-        lines = p.stdout.strip().splitlines()
+        lines = [ln for ln in p.stdout.strip().splitlines() if not ln.startswith(" ")]
         assert [ln.split()[0] for ln in lines] == names
         assert all(len(ln.split(None, 1)) == 2 for ln in lines)  # name, then a description
+    # calibrated parameters are disclosed, indented under their preset
+    out = main_in_process(["presets"], capsys).stdout
+    block = out.split("report-2016", 1)[1]
+    assert "calibrated: e820_end_below_4g=0xba9f7000" in block and "calibrated: kernel_version=4.0" in block
 
 
 def test_trace_written_by_run_replays(tmp_path: Path, capsys) -> None:

@@ -165,7 +165,7 @@ def test_malformed_trace_is_refused(tmp_path: Path, content: str, message: str) 
 
 def test_trace_with_bad_config_is_refused(tmp_path: Path) -> None:
     events: list = []
-    for config, message in (({"cpus": 1}, "cpus must be 2 to 64"),
+    for config, message in (({"cpus": 1}, "cpus must be 2 to 512"),
                             ({"warp_drive": True}, "unknown setting")):
         path = tmp_path / "cfg.json"
         path.write_text(json.dumps({"format": trace.FORMAT, "config": config, "events": events,

@@ -1,14 +1,17 @@
-"""The outcome is read off the final state only: "resumed" needs the image kernel running with
-every CPU online and every image frame holding the image's bytes; otherwise "corrupted",
-"timeout", "panic" (an oops) or "triple_fault" (the machine reset).  Each invariant is broken
-on purpose here and the outcome must follow.
+"""The outcome is the verdict taken once, when the resume ends (``Resume._decide`` after every
+step): "resumed" when the image kernel has run ``resume_done`` with every CPU online and every
+image frame holds the image's bytes, "corrupted" if some frame does not; "panic" (an oops) or
+"triple_fault" (the machine reset) as soon as one happens; "timeout" when the run ends (budget,
+nothing left to run) without any of those.  Each invariant is broken on purpose here, while the
+resume is still going on, and the outcome must follow; what happens after the verdict cannot
+change it.
 """
 from __future__ import annotations
 
 import pytest
 
 from lab.hw.cpu import RunState
-from lab.hw.memory import ContentTag
+from lab.kernel.hibernate import verify
 from lab.kernel.layout import PAGE_OFFSET, PAGE_SIZE
 from lab.scenario import OUTCOMES, Resume
 
@@ -25,6 +28,25 @@ def resumed_run(seed: int = 1) -> Resume:
 @pytest.fixture
 def done() -> Resume:
     return resumed_run()
+
+
+@pytest.fixture
+def running() -> Resume:
+    """Copy finished, the image kernel running, its CPUs not yet back: the verdict is pending,
+    so a change made now is judged when the resume ends."""
+    r = Resume(preset="workshop", fix="hlt", seed=1)
+    r.run(until="image-kernel")
+    assert r.runtime.copied == len(r.loaded.pblist), "precondition: the copy is done"
+    assert r.outcome is None and r.resume_ended_ns is None, "precondition: the resume goes on"
+    return r
+
+
+def finish(r: Resume) -> Resume:
+    """Run to the end: the resume itself ended (every CPU back in the image kernel)."""
+    r.run()
+    assert r.runtime.done and r.image_kernel.online == set(range(r.config.cpus))
+    assert [e.data["outcome"] for e in r.events if e.kind == "verdict"] == [r.outcome]
+    return r
 
 
 def a_piece_frame(r: Resume) -> int:
@@ -55,42 +77,73 @@ def test_outcomes_are_the_documented_ones(done: Resume) -> None:
 
 
 @pytest.mark.parametrize("which", [a_piece_frame, a_single_frame], ids=["tagged-run frame", "single frame"])
-def test_a_changed_image_frame_is_corrupted(done: Resume, which) -> None:
-    pfn = which(done)
+def test_a_changed_image_frame_is_corrupted(running: Resume, which) -> None:
+    pfn = which(running)
     addr = pfn * PAGE_SIZE + 0x128
-    old = done.machine.memory.read_u64(addr)
-    done.machine.memory.write_u64(addr, old ^ 0x5A5A, "test")
-    done._verified = None
-    assert done.outcome == "corrupted"
-    assert done.mismatched_frames() == [pfn]
-    assert done.summary()["mismatched_frames"] == 1
+    old = running.machine.memory.read_u64(addr)
+    running.machine.memory.write_u64(addr, old ^ 0x5A5A, "test")
+    finish(running)
+    assert running.outcome == "corrupted"
+    assert running.mismatched_frames() == [pfn]
+    assert running.summary()["mismatched_frames"] == 1
 
 
-def test_a_store_of_the_same_bytes_is_not_corruption(done: Resume) -> None:
-    pfn = a_piece_frame(done)
+def test_a_store_of_the_same_bytes_is_not_corruption(running: Resume) -> None:
+    pfn = a_piece_frame(running)
     addr = pfn * PAGE_SIZE + 0x128
-    done.machine.memory.write_u64(addr, done.machine.memory.read_u64(addr), "test")
-    done._verified = None
-    assert done.outcome == "resumed"
+    running.machine.memory.write_u64(addr, running.machine.memory.read_u64(addr), "test")
+    finish(running)
+    assert running.outcome == "resumed"
+    assert running.mismatched_frames() == []
 
 
-def test_a_frame_outside_the_image_may_change(done: Resume) -> None:
+def test_a_frame_outside_the_image_may_change(running: Resume) -> None:
     """Free frames of the image kernel are not saved: what they hold after the resume is
     nobody's business (the restore kernel's leftovers are there)."""
-    pfn = frames_not_in_image(done)
-    done.machine.memory.write_u64(pfn * PAGE_SIZE, 0xDEAD, "test")
-    done._verified = None
+    pfn = frames_not_in_image(running)
+    running.machine.memory.write_u64(pfn * PAGE_SIZE, 0xDEAD, "test")
+    finish(running)
+    assert running.machine.memory.read_u64(pfn * PAGE_SIZE) == 0xDEAD  # the change is still there
+    assert running.outcome == "resumed"
+
+
+def test_a_change_after_the_verdict_does_not_change_it(done: Resume) -> None:
+    """The verdict is taken when the resume ends; memory changed later is still simulated (a
+    fresh verify() sees it) but the outcome stays what it was."""
+    ended = done.resume_ended_ns
+    assert ended is not None and ended <= done.now
+    pfn = a_piece_frame(done)
+    addr = pfn * PAGE_SIZE + 0x128
+    done.machine.memory.write_u64(addr, done.machine.memory.read_u64(addr) ^ 0x5A5A, "test")
+    assert verify(done.machine.memory, done.image) == [pfn]
     assert done.outcome == "resumed"
+    assert done.mismatched_frames() == []
+    assert done.resume_ended_ns == ended
+    assert sum(1 for e in done.events if e.kind == "verdict") == 1
 
 
-def test_an_unrestored_pbe_is_corrupted(done: Resume) -> None:
-    """Undo one copy: other bytes back in a frame the pblist restored (as if the copy had
-    skipped it)."""
-    pbe = done.loaded.pblist[len(done.loaded.pblist) // 2]
-    done.machine.memory.write_page(pbe.orig_address, ContentTag("data", 0xBAD, pbe.orig_address), "test")
-    done._verified = None
-    assert done.outcome == "corrupted"
-    assert done.mismatched_frames() == [pbe.orig_address]
+def test_an_unrestored_pbe_is_corrupted() -> None:
+    """Undo one copy: right after the copy loop restored one pbe's frame, put back what the
+    restore kernel had there (as if the copy had skipped it).  A frame on
+    ``machine.watched_frames`` is copied in a step of its own, so the run can stop right
+    after it."""
+    r = Resume(preset="workshop", fix="hlt", seed=1)
+    mem, pbl = r.machine.memory, r.loaded.pblist
+    # a pbe in the middle of the list whose frame holds other bytes in the restore kernel
+    k = next(k for k in range(len(pbl) // 2, len(pbl))
+             if not mem.same_content(int(pbl.orig[k]), r.image.content(int(pbl.orig[k]))))
+    pfn = int(pbl.orig[k])
+    before = mem.content(pfn)
+    r.machine.watched_frames.add(pfn)
+    r.run(until="page_copied")
+    ev = [e for e in r.events if e.kind == "page_copied"]
+    assert [(e.data["pfn"], e.data["index"]) for e in ev] == [(pfn, k)]
+    assert r.runtime.copied == k + 1  # the pbes before it went in bulk, none after it yet
+    assert mem.same_content(pfn, r.image.content(pfn)), "the copy restored the frame"
+    mem.write_page(pfn, before, "test")
+    finish(r)
+    assert r.outcome == "corrupted"
+    assert r.mismatched_frames() == [pfn]
 
 
 # -- timeout ---------------------------------------------------------------------------------
@@ -104,11 +157,18 @@ def test_outcome_is_none_while_running() -> None:
 
 
 def test_a_tiny_step_budget_times_out() -> None:
-    r = Resume(preset="workshop", fix="hlt", seed=1, step_budget=50)
+    """A budget that runs out during the copy (the copy runs in bulk, so a whole resume takes
+    only a few dozen steps: the budget is taken from a run of the same seed)."""
+    probe = Resume(preset="workshop", fix="hlt", seed=1)
+    probe.run(until="copy")
+    budget = probe.steps + 1
+    r = Resume(preset="workshop", fix="hlt", seed=1, step_budget=budget)
     r.run()
-    assert r.steps == 50 and r.finished
+    assert r.steps == budget and r.finished
+    assert r.phase == "copy" and r.runtime.copied < len(r.loaded.pblist)
     assert not r.runtime.done
     assert r.outcome == "timeout"
+    assert r.resume_ended_ns == r.now
     assert r.summary()["mismatched_frames"] is None  # not checked unless the resume completed
 
 
@@ -125,14 +185,37 @@ def test_a_budget_ending_during_bring_up_times_out() -> None:
     assert full.steps > r2.steps
 
 
-def test_a_cpu_missing_from_the_image_kernel_times_out(done: Resume) -> None:
-    done.image_kernel.online.discard(2)
-    assert done.outcome == "timeout"
+def test_a_cpu_missing_from_the_image_kernel_times_out() -> None:
+    """CPU 2 powered off during the copy: the image kernel's INIT/SIPI are ignored, do_boot_cpu
+    gives up on it, resume_done still runs, and with a CPU missing the resume never ends."""
+    r = Resume(preset="workshop", fix="hlt", seed=1)
+    r.run(until="copy")
+    r.machine.cpus[2].state = RunState.OFF
+    r.machine.sched.cancel(2)
+    r.run()
+    assert r.runtime.done and r.machine.idle()
+    assert any(e.kind == "cpu_up_failed" and e.cpu == 2 for e in r.events)
+    assert r.image_kernel.online == set(range(r.config.cpus)) - {2}
+    assert r.steps < r.config.step_budget  # the run ended with nothing left to do
+    assert r.outcome == "timeout"
+    assert r.summary()["mismatched_frames"] is None
 
 
-def test_resume_not_done_times_out(done: Resume) -> None:
-    done.runtime.done = False
-    assert done.outcome == "timeout"
+def test_resume_not_done_times_out() -> None:
+    """Every CPU is back in the image kernel, but resume_done has not run when the budget ends:
+    the resume is not over, so no verdict but timeout."""
+    probe = Resume(preset="workshop", fix="hlt", seed=1)
+    everyone = set(range(probe.config.cpus))
+    while probe.image_kernel.online != everyone:
+        assert probe.step(), "the probe run ended before every CPU was online"
+    assert not probe.runtime.done and probe.outcome is None
+    r = Resume(preset="workshop", fix="hlt", seed=1, step_budget=probe.steps)
+    r.run()
+    assert r.image_kernel.online == everyone
+    assert not r.runtime.done
+    assert r.outcome == "timeout"
+    full = resumed_run()
+    assert full.steps > r.steps
 
 
 # -- panic and triple fault ------------------------------------------------------------------
@@ -184,11 +267,31 @@ def test_fault_while_delivering_nmi_is_a_double_fault_panic() -> None:
 
 
 def test_triple_fault_outranks_an_oops() -> None:
-    """Reset is the final state even after an oops was printed."""
-    r = nmi_with_unmapped_ist()
-    assert r.outcome == "panic"
+    """An oops and a reset both there when the verdict is taken: the reset wins.  The machine
+    is stepped directly (no verdict between its steps) up to the oops, then reset."""
+    r = Resume(preset="workshop", fix="hlt", seed=1)
+    r.run(until="copy")
+    cpu = r.machine.cpus[2]
+    ist = list(cpu.ist)
+    ist[2] = UNMAPPED  # IST_NMI
+    cpu.ist = tuple(ist)
+    r.machine.apic.send(2, "nmi", src="test")
+    while not r.oopses:
+        assert r.machine.step(), "the machine stopped before the oops"
+    assert not any(e.kind == "verdict" for e in r.events)  # not judged yet
     r.machine.triple_fault(0, "test")
     assert r.outcome == "triple_fault"
+
+
+def test_a_reset_after_the_panic_does_not_change_the_verdict() -> None:
+    """The verdict is taken when the panic happens; a later reset is shown but changes nothing."""
+    r = nmi_with_unmapped_ist()
+    assert r.outcome == "panic"
+    ended = r.resume_ended_ns
+    r.machine.triple_fault(0, "test")
+    assert r.machine.shutdown is not None
+    assert r.outcome == "panic" and r.resume_ended_ns == ended
+    assert [e.data["outcome"] for e in r.events if e.kind == "verdict"] == ["panic"]
 
 
 def test_workshop_mwait_fails_at_seed_0() -> None:
@@ -197,5 +300,6 @@ def test_workshop_mwait_fails_at_seed_0() -> None:
     r = Resume(preset="workshop", fix="mwait", seed=0)
     r.run()
     assert r.outcome in ("panic", "triple_fault")
+    assert r.phase == "copy" and not r.runtime.done  # during the copy, the danger window
     assert r.faults() and r.faults()[0]["vector"] == "#PF"
     assert r.faults()[0]["address"] == f"{r.mwait_ptr(r.faults()[0]['cpu']):#x}"

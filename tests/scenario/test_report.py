@@ -115,16 +115,24 @@ def test_report_pf_becomes_a_double_fault(mwait_run: Resume) -> None:
     assert oops.text.startswith("double fault")
 
 
-def test_report_fault_table_is_a_restore_kernel_pd_overwritten_by_the_image(mwait_run: Resume) -> None:
+def test_report_fault_table_is_a_restore_kernel_pt_overwritten_by_the_image(mwait_run: Resume) -> None:
+    """The report: "the pte entry for this vaddr is zero", in a table "allocated dynamically by
+    kernel_physical_mapping_init": the 4 KiB-mapped stretch between the last 2 MiB boundary and
+    the end of RAM below 4 GiB has a PT from memblock; the image put other bytes in its frame."""
     ev = first_faulting_walk(mwait_run)
     level, table, index, entry = ev.data["steps"][-1]
     pfn = table // PAGE_SIZE
-    assert level == 2 and entry == 0
-    assert mwait_run.restore_kernel.layout.roles.get(pfn, "").startswith("direct-map PD")
-    assert pfn not in mwait_run.image_kernel.layout.table_frames
-    assert pfn in mwait_run._pblist_pos  # restored from the image over the restore kernel's table
-    ti = mwait_run.restore_kernel.layout.idle_stacks[1]
-    assert mwait_run._pblist_pos[pfn] < mwait_run._pblist_pos[ti]
+    assert (level, index, entry) == (3, 0, 0)
+    lay = mwait_run.restore_kernel.layout
+    assert lay.roles.get(pfn) == "direct-map PT"  # from memblock, not the brk buffer
+    assert pfn in lay.table_frames and pfn not in mwait_run.image_kernel.layout.table_frames
+    pbl = mwait_run.loaded.pblist
+    assert pbl.index_of(pfn) is not None  # restored from the image over the restore kernel's table
+    # the PD above it is in the brk buffer at the end of .bss: copied last, intact during the walk
+    pd = ev.data["steps"][-2][1] // PAGE_SIZE
+    assert pd in lay.image.brk_pgt_buf
+    assert pbl.index_of(pd) > pbl.index_of(pfn) > pbl.index_of(lay.idle_stacks[1])
+    assert 0xBA800000 <= mwait_run.config.e820_end_below_4g < 0xBAA00000  # the 4 KiB stretch
 
 
 # -- hlt: the merged fix --------------------------------------------------------------------

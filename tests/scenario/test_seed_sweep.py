@@ -5,13 +5,20 @@ The mechanics (FACTS.md sections 1 and 5): the restore kernel's direct-map PD fr
 from memblock near the top of RAM, are restored early in the descending copy with whatever the
 image holds there; the monitored thread_info pages (below 3 GiB) are restored later and wake
 their CPUs; each woken CPU walks its mwait_ptr one C6 exit latency later; the window closes when
-the brk page tables (end of the kernel image, lowest PFNs, copied last) are restored.
+the brk page tables (end of the kernel image, low PFNs, copied near the end) are restored.
+
+With v4.7's loader (prepare_image()/get_buffer(), lab/kernel/hibernate.py) most image pages
+(~400k of ~524k) go through a pbe, so the pblist is long: on the "default" preset the brk
+tables are restored ~180k pbes (~180 ms) after the thread_info pages (the old loader: 30 to
+1400), while a woken CPU walks ~100 pbes (one C6 exit latency) after its wake.  So on these
+seeds a woken CPU survives only because its tables were intact; "window closed" is shown on a
+run built for it (a C6 exit longer than the rest of the copy).
 """
 from __future__ import annotations
 
 import pytest
 
-from lab.scenario import Resume
+from lab.scenario import Config, Resume
 
 from scenario_kit import SWEEP_SEEDS, Record, RecordCache, is_store_wake
 
@@ -93,7 +100,7 @@ def test_keeping_the_tlb_in_c6_saves_a_failing_seed(records: RecordCache) -> Non
     r.run()
     assert r.outcome == "resumed", f"seed {rec.seed} with the TLB kept: {r.outcome}"
     ev = r.events
-    first_copy = next(i for i, e in enumerate(ev) if e.kind == "page_copied")
+    first_copy = next(i for i, e in enumerate(ev) if e.kind in ("page_copied", "pages_copied"))
     init_at = {e.cpu: i for i, e in enumerate(ev) if e.kind == "ipi" and e.data["ipi"] == "init"}
     woken = {e.cpu for e in ev if is_store_wake(e)}
     assert woken, "nobody was woken: the test shows nothing"
@@ -136,8 +143,50 @@ def test_sweep_every_mwait_seed_is_explained(records: RecordCache) -> None:
             check_failure_mechanics(rec)
         else:
             seen |= check_resume_explained(rec)
-    # both ways of surviving the window show up among these seeds
-    assert {"tables intact", "window closed"} <= seen, seen
+        # why the window never closes in time here: every woken CPU walked long before the
+        # copy reached the brk tables (it walks one C6 exit after its wake)
+        brk_first = min(i for i in rec.brk_pbe if i is not None)
+        for cpu, w in rec.woken.items():
+            if w.walked:
+                assert w.walk_copy_index < brk_first, (s, cpu, w.walk_copy_index, brk_first)
+    assert "tables intact" in seen, seen
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "model change e49dfbf (v4.7 prepare_image/get_buffer loader): most image pages (~400k of "
+    "~524k) now go through a pbe (pblist ~42k -> ~400k on this preset) and the brk page tables "
+    "are restored ~180k pbes after the thread_info pages (before: 30 to 1400), while a woken CPU "
+    "walks one C6 exit (~100 pbes) after its wake; so no default seed survives because the "
+    "window closed before the walk (see "
+    "test_a_walk_after_the_brk_tables_are_restored_goes_through_the_image_tables for that case)"))
+def test_sweep_some_mwait_seed_survives_because_the_window_closed(records: RecordCache) -> None:
+    seen: set[str] = set()
+    for s in SWEEP_SEEDS:
+        rec = records.get("default", "mwait", s)
+        if not rec.failed:
+            seen |= check_resume_explained(rec)
+    assert "window closed" in seen, seen
+
+
+def test_a_walk_after_the_brk_tables_are_restored_goes_through_the_image_tables(records: RecordCache) -> None:
+    """A C6 exit latency that ends after the copy restored the brk tables (and before the copy
+    ends): the woken CPUs walk the image kernel's own tables and survive ("window closed").
+    No jitter, so the latency can be set from a run of the same seed in pbes."""
+    probe = records.get("workshop", "mwait", 1, jitter=0.0)
+    assert probe.woken, "precondition: stores woke someone"
+    brk_last = max(i for i in probe.brk_pbe if i is not None)
+    wake = min(w.wake_copy_index for w in probe.woken.values())
+    target = (brk_last + 1 + probe.pblist_len) // 2  # after the brk tables, before the end
+    c6 = (target - wake) * Config.from_preset("workshop").page_copy_ns
+    rec = records.get("workshop", "mwait", 1, jitter=0.0, c6_exit_ns=c6)
+    assert rec.brk_pbe == probe.brk_pbe and rec.ti_pbe == probe.ti_pbe  # same layout, same copy
+    assert rec.outcome == "resumed", rec.outcome
+    assert rec.woken.keys() == probe.woken.keys()
+    for cpu, w in rec.woken.items():
+        assert w.walked and brk_last < w.walk_copy_index < rec.pblist_len, (cpu, w.walk_copy_index)
+        assert w.explanation == "window closed", (cpu, w)
+    assert check_resume_explained(rec) == {"window closed"}
 
 
 @pytest.mark.slow

@@ -125,11 +125,28 @@ def test_ipi_is_recorded_as_an_event_and_counted(rig):
 
 
 def test_ipi_kinds():
-    assert IPI_KINDS == ("fixed", "nmi", "smi", "init", "sipi", "mce")
+    assert IPI_KINDS == ("fixed", "nmi", "smi", "init", "sipi", "mce", "mailbox")
+
+
+def test_mailbox_platform_has_no_init_and_starts_cpus_through_the_mailbox():
+    """ACPI MADT multiprocessor wakeup: no INIT/SIPI to send; the mailbox starts the AP at the
+    vector, in real mode."""
+    import numpy as np
+    from lab.hw.cpu import RunState
+    from lab.hw.machine import Machine
+    m = Machine(2, 64 << 20, np.random.default_rng(0), wakeup="mailbox")
+    m.cpus[1].state = RunState.HLT
+    assert m.apic.send(1, "init").startswith("ignored: this platform wakes CPUs through a mailbox")
+    assert m.cpus[1].state == RunState.HLT
+    assert m.apic.send(1, "mailbox", 0x9A).startswith("started in real mode at 0x9a000")
+    assert m.cpus[1].state == RunState.RUNNING and m.cpus[1].cr3 is None
+    plain = Machine(2, 64 << 20, np.random.default_rng(0))
+    plain.cpus[1].state = RunState.HLT
+    assert plain.apic.send(1, "mailbox", 0x9A) == "ignored: this platform has no wakeup mailbox"
 
 
 @pytest.mark.parametrize("dst, kind, vector, words", [
-    (0, "nmi2", None, "unknown IPI kind 'nmi2'; allowed: fixed, nmi, smi, init, sipi, mce"),
+    (0, "nmi2", None, "unknown IPI kind 'nmi2'; allowed: fixed, nmi, smi, init, sipi, mce, mailbox"),
     (2, "nmi", None, "no CPU 2; allowed: 0 to 1"),
     (-1, "nmi", None, "no CPU -1; allowed: 0 to 1"),
     (0, "fixed", None, "a fixed IPI needs a vector 0..0xff, got None"),
