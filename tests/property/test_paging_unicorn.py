@@ -50,7 +50,7 @@ from unicorn import unicorn_py3  # noqa: E402
 from unicorn import x86_const as X  # noqa: E402
 
 SEED = 20160716  # the month of the report
-CASES = 3000
+CASES = 10_000
 PHYS_BITS = 40
 RAM = 16 << 20
 CR3 = 0x10_000  # PML4 frame; the other three tables follow it
