@@ -127,6 +127,21 @@ def test_an_smi_to_a_halted_cpu_latches_a_second_one():
     assert after.t >= t0 + 2 * rig.machine.timing.smi_ns and c.regs["rbx"] == 0x42
 
 
+def test_an_nmi_arriving_in_smm_is_delivered_after_rsm():
+    """SDM vol. 3C 34.8: NMIs are blocked in SMM and one is latched, handled after RSM."""
+    rig = Rig()
+    prog = rig.code("spin", ["top:", I("add", "rbx", 1), I("jmp", "top")])
+    rig.start(0, prog.base)
+    rig.machine.step()
+    t0 = rig.machine.sched.now
+    rig.machine.apic.send(0, "smi")
+    rig.machine.apic.send(0, "nmi")
+    run_until_handler(rig, 0, "NMI")
+    entry = rig.events("exception", 0)[0]
+    assert entry.t >= t0 + rig.machine.timing.smi_ns
+    assert [e for e in rig.events("exec", 0) if t0 < e.t < entry.t] == []
+
+
 # -- machine check (SDM vol. 3B 15.10.1, vol. 3A 6.15) ---------------------------------------
 def test_machine_check_sets_mcip_and_runs_the_handler():
     """SDM 15.3.1.2: MCG_STATUS.MCIP is set when the #MC is generated."""
@@ -210,6 +225,7 @@ def test_shutdown_rejects_an_unknown_cause():
 
 # -- WRMSR (SDM vol. 2B) ---------------------------------------------------------------------
 def test_wrmsr_sets_efer_nxe_and_mcg_status():
+    """SDM vol. 2B WRMSR with IA32_EFER (NXE, bit 11) and IA32_MCG_STATUS (MCIP, bit 2)."""
     rig = Rig()
     c = rig.machine.cpus[0]
     c.wrmsr(MSR_IA32_EFER, 0)
