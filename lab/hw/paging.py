@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from .memory import PAGE_SHIFT, PhysicalMemory
+from .memory import PhysicalMemory
 
 # entry bits (SDM tables 4-14 to 4-20)
 P, RW, US, PWT, PCD, A, D, PS, G = (1 << i for i in range(9))
