@@ -4,14 +4,16 @@ Sources: SDM vol. 3A 10.6 (issuing IPIs: fixed, NMI, SMI, INIT, start-up), 8.4.4
 SIPI), vol. 2B MWAIT (break events: store to the monitored range, NMI, SMI, INIT, #MC, debug,
 an external interrupt if IF=1 or ECX[0]=1), HLT (resumes on NMI, SMI, INIT, #MC and, with
 IF=1, an interrupt; after an NMI or SMI handler it continues after the HLT), 8.4.1 (an AP in
-wait-for-SIPI ignores NMI and SMI and starts in real mode at vector * 4096 on SIPI).
+wait-for-SIPI ignores NMI and SMI and starts in real mode at vector * 4096 on SIPI; a machine
+check there shuts it down, CR4.MCE being 0 after INIT, 6.15).  What NMI, SMI and #MC do to a
+CPU that can take them is the CPU's business (6.7.1, vol. 3C 34.8, vol. 3B 15.10.1).
 Delivery takes no time in the model; the sender's routine accounts for the waits Linux does.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .cpu import VECTORS, RunState
+from .cpu import RunState
 
 if TYPE_CHECKING:  # pragma: no cover
     from .machine import Machine
@@ -59,6 +61,8 @@ class Apic:
             cpu.reset_to_wait_for_sipi()
             self.machine.emit("state", cpu.id, state=str(cpu.state))
             return "reset to wait-for-SIPI"
+        if kind == "mce":  # also in wait-for-SIPI: CR4.MCE=0 there, so a shutdown
+            return cpu.receive_machine_check()
         if st == RunState.WAIT_FOR_SIPI:
             if kind == "sipi":
                 cpu.rip = vector * 4096  # type: ignore[operator]
@@ -71,18 +75,11 @@ class Apic:
             return f"ignored: {kind.upper()} does not leave wait-for-SIPI"
         if kind == "sipi":
             return "ignored: SIPI only starts a CPU in wait-for-SIPI"
-        sleeping = st in (RunState.MWAIT, RunState.HLT)
-        if kind in ("nmi", "mce"):
-            cpu.pending_exc.append(VECTORS["NMI" if kind == "nmi" else "#MC"])
-            if sleeping:
-                cpu.wake(kind.upper())
-                return f"woken from {st}; runs the {kind.upper()} handler, then the instruction after"
-            return f"{kind.upper()} handler runs next"
+        if kind == "nmi":
+            return cpu.receive_nmi()
         if kind == "smi":
-            if sleeping:
-                cpu.wake("SMI", at=self.machine.sched.now + self.machine.timing.smi_ns)
-                return f"woken from {st}; SMM handler, then the instruction after {st}"
-            return "SMM handler runs; execution continues"
+            return cpu.receive_smi()
+        sleeping = st in (RunState.MWAIT, RunState.HLT)
         # fixed interrupt
         cpu.pending_irqs.append(vector)  # type: ignore[arg-type]
         if sleeping and (cpu.if_flag or (st == RunState.MWAIT and cpu.mwait_irq_break)):

@@ -1,9 +1,12 @@
 """A CPU: the registers that matter, run states, instruction execution and exception delivery.
 
-Sources: SDM vol. 2 (MONITOR, MWAIT, CLFLUSH, HLT, WBINVD, INVLPG, IRETQ), vol. 3A 6.12-6.15
-(exception delivery in 64-bit mode: IDT gates of 16 bytes, IST, the pushed frame, #DF and the
-shutdown that a fault during #DF delivery causes), 8.4 (INIT and wait-for-SIPI), 4.10.4
-(MOV to CR3 flushes non-global TLB entries).
+Sources: SDM vol. 2 (MONITOR, MWAIT, CLFLUSH, HLT, WBINVD, INVLPG, IRETQ, WRMSR), vol. 3A
+6.12-6.15 (exception delivery in 64-bit mode: IDT gates of 16 bytes, IST, the pushed frame, #DF
+and the shutdown that a fault during #DF delivery causes), 6.7.1 (NMIs blocked until the next
+IRET, one held pending), 8.4 and 9.1.1 (INIT and wait-for-SIPI), 4.6 and 4.10.4 (the control
+bits of paging: CPL, CR0.WP, IA32_EFER.NXE; MOV to CR3 flushes non-global TLB entries),
+vol. 3B 15.3.1.2 and 6.15 (#MC: MCG_STATUS.MCIP, shutdown with MCIP=1 or CR4.MCE=0),
+vol. 3C 34.8 (SMM: further SMIs latched, one).
 """
 from __future__ import annotations
 
@@ -13,13 +16,19 @@ from typing import TYPE_CHECKING, Any
 
 from .isa import REGISTERS, Instr, Mem
 from .memory import ContentTag, PhysicalMemory
-from .paging import TLB, Fault, Walk, walk
+from .paging import RIGHTS_NEEDED, TLB, Fault, Walk, walk
 
 if TYPE_CHECKING:  # pragma: no cover
     from .machine import Machine
 
 VECTORS = {"#DE": 0, "NMI": 2, "#UD": 6, "#DF": 8, "#GP": 13, "#PF": 14, "#MC": 18}
 VECTOR_NAMES = {v: k for k, v in VECTORS.items()}
+
+#: MSRs the model implements for WRMSR (SDM vol. 4, table 2-2)
+MSR_IA32_MCG_STATUS = 0x17A
+MSR_IA32_EFER = 0xC000_0080
+MCG_STATUS_MCIP = 1 << 2  # machine check in progress (SDM vol. 3B 15.3.1.2)
+EFER_NXE = 1 << 11
 
 
 class RunState(str, Enum):
@@ -114,10 +123,23 @@ class Cpu:
     fault_rip: int = 0  # RIP of the instruction that faulted last
     last_walk: Walk | None = None
     delivering: int | None = None  # vector being delivered (to detect #DF and shutdown)
+    # control state (Linux's values once the kernel runs: SDM 4.6, 2.5, vol. 3B 15.5)
+    cpl: int = 0  # current privilege level: 3 is user mode, 0..2 supervisor
+    cr0_wp: bool = True  # CR0.WP: supervisor writes honour R/W
+    efer_nxe: bool = True  # IA32_EFER.NXE: bit 63 of entries is XD (else reserved)
+    cr4_mce: bool = True  # CR4.MCE: machine-check exceptions enabled
+    mcg_status_mcip: bool = False  # IA32_MCG_STATUS.MCIP: a machine check is being handled
+    # NMI and SMI state (SDM vol. 3A 6.7.1, vol. 3C 34.8)
+    nmi_blocked: bool = False  # an NMI handler runs: further NMIs wait for IRET
+    nmi_pending: bool = False  # one NMI held pending (a further one is lost)
+    smm_until: int | None = None  # in SMM until this time (ns)
+    smi_latched: bool = False  # one SMI latched while in SMM
 
     def __post_init__(self) -> None:
         if self.id < 0:
             raise ValueError(f"CPU id must be >= 0, got {self.id}")
+        if self.cpl not in range(4):
+            raise ValueError(f"CPL must be 0..3, got {self.cpl!r}")
         hints = [c.hint for c in self.cstates]
         if not self.cstates or len(set(hints)) != len(hints):
             raise ValueError("a CPU needs at least one C-state and distinct MWAIT hints")
@@ -144,11 +166,14 @@ class Cpu:
         """Linear -> physical through this CPU's TLB and tables; raises CpuFault."""
         if self.cr3 is None:
             return va
-        hit = self.tlb.lookup(va)  # a hit needs no walk and emits nothing
-        if hit is not None and (hit[2] or not write):
+        user = self.cpl == 3
+        hit = self.tlb.lookup(va)  # a hit that allows the access needs no walk, emits nothing
+        if hit is not None and not RIGHTS_NEEDED[write | fetch << 1 | user << 2 | self.cr0_wp << 3
+                                                 | self.efer_nxe << 4] & ~hit[2]:
             return hit[0] + (va & (hit[1] - 1))
         m = self.machine
-        w = walk(m.memory, self.cr3, va, write=write, fetch=fetch, tlb=self.tlb, agent=self.agent)
+        w = walk(m.memory, self.cr3, va, write=write, fetch=fetch, user=user, tlb=self.tlb, agent=self.agent,
+                 wp=self.cr0_wp, nxe=self.efer_nxe)
         if not w.tlb_hit:
             self.last_walk = w
             m.emit("walk", self.id, va=va, why=why, steps=[(s.level, s.table, s.index, s.entry) for s in w.steps],
@@ -184,8 +209,18 @@ class Cpu:
     def step(self) -> int:
         """Execute one instruction (or deliver a pending interrupt); returns nanoseconds used."""
         m = self.machine
+        if self.smm_until is not None:
+            ns = self._smm_step()
+            if ns:
+                return ns
         if self.pending_exc:
-            self.deliver(self.pending_exc.pop(0), None)
+            self.pending_exc.pop(0)
+            self._machine_check()
+            return m.timing.instr_ns
+        if self.nmi_pending and not self.nmi_blocked:
+            self.nmi_pending = False
+            self.nmi_blocked = True  # until the next IRET (SDM vol. 3A 6.7.1)
+            self.deliver(VECTORS["NMI"], None)
             return m.timing.instr_ns
         if self.pending_irqs and self.if_flag:
             vec = self.pending_irqs.pop(0)
@@ -269,11 +304,14 @@ class Cpu:
         elif op == "lidt":
             self.idtr = (self._val(a[0]), self._val(a[1]))
         elif op == "iretq":
+            self.nmi_blocked = False  # even if the IRET faults (SDM vol. 3A 6.7.1)
             rsp = r["rsp"]
             self.rip = self.load(rsp, why="iretq")
             new_rsp = self.load(rsp + 24, why="iretq")
             self.if_flag = bool(self.load(rsp + 16, why="iretq") & 0x200)
             r["rsp"] = new_rsp
+        elif op == "wrmsr":
+            self.wrmsr(r["rcx"], (r["rdx"] & 0xFFFF_FFFF) << 32 | (r["rax"] & 0xFFFF_FFFF))
         elif op == "nop":
             pass
         elif op == "model":
@@ -294,6 +332,97 @@ class Cpu:
             self.tlb.flush_all()
         m.emit("state", self.id, state=str(self.state), cstate=self.cstate.name,
                tlb_lost=self.cstate.flushes_tlb)
+
+    def wrmsr(self, msr: int, value: int) -> None:
+        """WRMSR (SDM vol. 2B): IA32_MCG_STATUS (MCIP, vol. 3B 15.3.1.2) and IA32_EFER (NXE);
+        any other MSR is unimplemented in the model and raises #GP(0), as WRMSR does for an
+        unimplemented MSR."""
+        if msr == MSR_IA32_MCG_STATUS:
+            self.mcg_status_mcip = bool(value & MCG_STATUS_MCIP)
+        elif msr == MSR_IA32_EFER:
+            self.efer_nxe = bool(value & EFER_NXE)
+        else:
+            raise CpuFault(Fault("#GP", self.rip, 0))
+
+    def enter_kernel_mode(self) -> None:
+        """The control state a 64-bit kernel such as Linux runs with (CPL 0, CR0.WP=1,
+        IA32_EFER.NXE=1, CR4.MCE=1): what its startup code writes before running C code."""
+        self.cpl, self.cr0_wp, self.efer_nxe, self.cr4_mce = 0, True, True, True
+
+    # -- NMI, SMI, machine check --------------------------------------------------------------
+    def receive_nmi(self) -> str:
+        """An NMI arrives (SDM vol. 3A 6.7.1): held pending (one; a further one while one is
+        pending is lost) and delivered at an instruction boundary unless an NMI handler is
+        running (blocked until its IRET).  Wakes HLT or MWAIT unless blocked."""
+        st = self.state
+        if self.nmi_pending:
+            return "lost: an NMI is already pending"
+        self.nmi_pending = True
+        if self.nmi_blocked:
+            return "pending: NMIs are blocked until the handler's IRET"
+        if st in (RunState.MWAIT, RunState.HLT):
+            self.wake("NMI")
+            return f"woken from {st}; runs the NMI handler, then the instruction after"
+        return "NMI handler runs next"
+
+    def receive_smi(self) -> str:
+        """An SMI arrives (SDM vol. 3C 34.8): the CPU spends ``smi_ns`` in SMM (nothing of it
+        is visible: no handler in the IDT, no memory of ours touched); an SMI arriving while in
+        SMM is latched (one) and serviced right after RSM, a further one is lost.  A CPU in HLT
+        or MWAIT continues after that instruction when SMM ends."""
+        m, st = self.machine, self.state
+        if self.smm_until is not None:
+            if self.smi_latched:
+                return "lost: one SMI is already latched in SMM"
+            self.smi_latched = True
+            return "latched: serviced when the CPU leaves SMM"
+        self.smm_until = m.sched.now + m.timing.smi_ns
+        if st in (RunState.MWAIT, RunState.HLT):
+            self.wake("SMI", at=self.smm_until)
+            return f"woken from {st}; SMM handler, then the instruction after {st}"
+        return "SMM handler runs; execution continues after it"
+
+    def _smm_step(self) -> int:
+        """At the CPU's turn while SMM was entered: the time left in SMM, or RSM; a latched
+        SMI enters SMM again at once (SDM vol. 3C 34.8).  0 when the CPU runs normally again."""
+        m = self.machine
+        now = m.sched.now
+        if now < self.smm_until:  # type: ignore[operator]
+            return self.smm_until - now  # type: ignore[operator]
+        self.smm_until = None
+        if not self.smi_latched:
+            return 0
+        self.smi_latched = False
+        self.smm_until = now + m.timing.smi_ns
+        m.emit("smm", self.id, why="latched SMI serviced after RSM")
+        return m.timing.smi_ns
+
+    def receive_machine_check(self) -> str:
+        """A machine-check event for this CPU: delivered through vector 18 at the next
+        instruction boundary (see ``_machine_check`` for the shutdown cases).  A CPU in
+        wait-for-SIPI has CR4=0 after INIT, so it shuts down at once (SDM vol. 3A 6.15)."""
+        st = self.state
+        if st == RunState.WAIT_FOR_SIPI:
+            self._machine_check()
+            return "processor shutdown: machine check with CR4.MCE=0 (after INIT)"
+        self.pending_exc.append(VECTORS["#MC"])
+        if st in (RunState.MWAIT, RunState.HLT):
+            self.wake("MCE")
+            return f"woken from {st}; runs the MCE handler, then the instruction after"
+        return "MCE handler runs next"
+
+    def _machine_check(self) -> None:
+        """Deliver #MC (SDM vol. 3B 15.10.1 and vol. 3A 6.15 interrupt 18): with CR4.MCE=0,
+        or with IA32_MCG_STATUS.MCIP already set (a machine check while one is being handled),
+        the processor enters shutdown; otherwise MCIP is set and vector 18 is delivered."""
+        if not self.cr4_mce:
+            self.machine.shutdown_processor(self.id, "machine check", "machine check with CR4.MCE=0")
+            return
+        if self.mcg_status_mcip:
+            self.machine.shutdown_processor(self.id, "machine check", "machine check while MCG_STATUS.MCIP=1")
+            return
+        self.mcg_status_mcip = True
+        self.deliver(VECTORS["#MC"], None)
 
     # -- leaving sleep -----------------------------------------------------------------------
     def wake(self, reason: str, at: int | None = None) -> None:
@@ -342,7 +471,7 @@ class Cpu:
             m.emit("fault", self.id, vector=exc.fault.vector, address=exc.fault.address,
                    error_code=exc.fault.error_code, rip=self.rip, during=name)
             if vector == VECTORS["#DF"]:
-                m.triple_fault(self.id, f"fault while delivering #DF: {exc.fault.describe()}")
+                m.shutdown_processor(self.id, "triple fault", f"fault while delivering #DF: {exc.fault.describe()}")
                 return
             self.deliver(VECTORS["#DF"], 0)
             return
@@ -358,9 +487,14 @@ class Cpu:
             m.sched.schedule(self.id, m.sched.now + m.timing.instr_ns)
 
     def reset_to_wait_for_sipi(self) -> None:
-        """INIT (SDM vol. 3A 8.4, table 9-1): registers to their INIT values, caches of
-        translations and the monitor gone, then wait-for-SIPI."""
+        """INIT (SDM vol. 3A 8.4, 9.1.1, table 9-1): registers to their INIT values (CR0 with
+        WP=0 and paging off, CR4=0 so CR4.MCE=0, EFER=0 so NXE=0, CPL 0), caches of
+        translations and the monitor gone, pending NMI and interrupts dropped, then
+        wait-for-SIPI.  MSRs such as MCG_STATUS keep their values."""
         self.state = RunState.WAIT_FOR_SIPI
+        self.cpl, self.cr0_wp, self.efer_nxe, self.cr4_mce = 0, False, False, False
+        self.nmi_pending = self.nmi_blocked = self.smi_latched = False
+        self.smm_until = None  # INIT while in SMM (held until RSM on hardware) is not modelled
         self.rip = 0xFFF0
         self.cr3 = None
         self.idtr = (0, 0xFFFF)

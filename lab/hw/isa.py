@@ -40,6 +40,7 @@ OPS: dict[str, tuple[int, str]] = {
     "invlpg": (1, "drop the TLB entry of [mem]"),
     "lidt": (2, "IDTR <- base, limit"),
     "iretq": (0, "pop RIP, CS, RFLAGS, RSP, SS: return from an exception"),
+    "wrmsr": (0, "MSR[rcx] <- rdx:rax (IA32_MCG_STATUS, IA32_EFER; others #GP)"),
     "nop": (0, "nothing"),
     "model": (1, "run a model routine (bulk work the model does not spell out)"),
 }

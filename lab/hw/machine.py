@@ -19,6 +19,7 @@ from .sched import Event, Jitter, Scheduler
 
 MAX_CPUS = 512
 WAKEUPS = ("init-sipi", "mailbox")  # INIT/SIPI (SDM 8.4.4), ACPI MADT multiprocessor wakeup
+SHUTDOWN_CAUSES = ("triple fault", "machine check")
 TIMER_BASE = 1 << 20  # scheduler ids from here on are platform events, not CPUs
 
 
@@ -96,7 +97,8 @@ class Machine:
         self.cr2: dict[int, int] = {}
         self.events: list[Event] = []
         self.observers: list[Callable[[Event], None]] = []
-        self.shutdown: str | None = None  # set by a triple fault
+        self.shutdown: str | None = None  # why the machine went down (a processor shut down)
+        self.shutdown_cause: str | None = None  # SHUTDOWN_CAUSES: "triple fault" or "machine check"
         self._watched = FrameSet()  # frames an observer wants each store to be its own step
         self._timers: dict[int, Callable[[], None]] = {}  # platform events (fault injection)
         self._timers_made = 0  # ids are never reused, also after earlier timers fired
@@ -183,9 +185,21 @@ class Machine:
         return self.sched.next_time() is None
 
     def triple_fault(self, cpu: int, why: str) -> None:
-        """Shutdown (SDM vol. 3A 6.15, #DF): the chipset resets the machine."""
-        self.shutdown = f"triple fault on CPU {cpu}: {why}"
-        self.emit("triple_fault", cpu, why=why)
+        """A fault while delivering #DF (SDM vol. 3A 6.15, interrupt 8): shutdown."""
+        self.shutdown_processor(cpu, "triple fault", why)
+
+    def shutdown_processor(self, cpu: int, cause: str, why: str) -> None:
+        """Processor ``cpu`` enters the shutdown state (SDM vol. 3A 6.15: a triple fault; vol.
+        3B 15.10.1: a machine check with CR4.MCE=0 or MCG_STATUS.MCIP=1).  The chipset answers
+        the shutdown cycle by resetting the machine (PC platform behaviour): every CPU off.
+        Emits ``shutdown`` (cause, why) and, for a triple fault, ``triple_fault``."""
+        if cause not in SHUTDOWN_CAUSES:
+            raise ValueError(f"unknown shutdown cause {cause!r}; allowed: {', '.join(SHUTDOWN_CAUSES)}")
+        self.shutdown = f"{cause} on CPU {cpu}: {why}"
+        self.shutdown_cause = cause
+        if cause == "triple fault":
+            self.emit("triple_fault", cpu, why=why)
+        self.emit("shutdown", cpu, cause=cause, why=why)
         for c in self.cpus:
             if c.state != RunState.OFF:
                 c.state = RunState.OFF

@@ -1,16 +1,18 @@
-"""x86-64 4-level paging: entry encoding, walks with 4 KiB, 2 MiB and 1 GiB pages, #PF error
-codes, A/D updates, and the per-CPU TLB with paging-structure caches.
+"""x86-64 4-level paging: entry encoding, walks with 4 KiB, 2 MiB and 1 GiB pages, access
+rights, #PF error codes, A/D updates, and the per-CPU TLB with paging-structure caches.
 
 Source: Intel SDM vol. 3A, ch. 4 "Paging": 4.5 (4-level paging, tables 4-14..4-20 for the
-entry formats), 4.7 (page-fault exceptions and the error code), 4.8 (A and D flags),
-4.10 (TLBs and paging-structure caches, invalidation by MOV to CR3 and INVLPG).
+entry formats; bit 63 is XD with IA32_EFER.NXE=1 and reserved without), 4.6 (access rights:
+U/S by CPL, R/W with CR0.WP, XD for instruction fetches; SMEP, SMAP and protection keys are
+off), 4.7 (page-fault exceptions and the error code), 4.8 (A and D flags), 4.10 (TLBs and
+paging-structure caches, invalidation by MOV to CR3, INVLPG and page faults).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from .memory import PAGE_SHIFT, PhysicalMemory
+from .memory import PhysicalMemory
 
 # entry bits (SDM tables 4-14 to 4-20)
 P, RW, US, PWT, PCD, A, D, PS, G = (1 << i for i in range(9))
@@ -24,6 +26,33 @@ PAGE_SIZES = {"1G": 1 << 30, "2M": 1 << 21, "4K": 1 << 12}
 
 # #PF error code bits (SDM 4.7)
 PF_P, PF_WR, PF_US, PF_RSVD, PF_ID = 1, 2, 4, 8, 16
+
+# Access rights of a translation (SDM 4.6, 4.10.2.2), as cached with it: R/W of every level
+# (logical AND), U/S of every level (AND), no XD at any level (NOT of the OR), and the leaf's
+# dirty flag.  R_W and R_U are the entry bits R/W and U/S shifted down by one.
+R_W, R_U, R_X, R_D = 1, 2, 4, 8
+
+
+def needed_rights(*, write: bool, fetch: bool, user: bool, wp: bool, nxe: bool) -> int:
+    """The rights an access needs (SDM 4.6.1): user-mode accesses (CPL 3) need U/S=1 at every
+    level; a write needs R/W=1 at every level unless it is a supervisor write with CR0.WP=0;
+    an instruction fetch needs XD=0 at every level when IA32_EFER.NXE=1 (SMEP off, so a
+    supervisor fetch from a user page is allowed; SMAP off, so is a supervisor data access).
+    A write also needs the leaf's D flag set, or the walk must set it (SDM 4.8): R_D."""
+    need = R_U if user else 0
+    if write:
+        need |= R_D | (R_W if user or wp else 0)
+    if fetch and nxe:
+        need |= R_X
+    return need
+
+
+def access_error_code(*, write: bool, user: bool, fetch: bool, nxe: bool) -> int:
+    """The #PF error code bits that describe the access (SDM 4.7): W/R for a write, U/S for a
+    user-mode access (CPL 3), I/D for an instruction fetch when IA32_EFER.NXE=1 (with 4-level
+    paging CR4.PAE=1; SMEP is off, so without NXE the flag stays 0)."""
+    return (PF_WR if write else 0) | (PF_US if user else 0) | (PF_ID if fetch and nxe else 0)
+
 
 _FLAG_NAMES = (("P", P), ("RW", RW), ("US", US), ("PWT", PWT), ("PCD", PCD), ("A", A),
                ("D", D), ("PS", PS), ("G", G), ("NX", NX))
@@ -47,10 +76,29 @@ def make_entry(addr: int, *, p: bool = True, rw: bool = True, us: bool = False, 
     return e
 
 
-def reserved_mask(level: int, entry: int, phys_bits: int) -> int:
-    """Bits that must be zero in a present entry at ``level`` (0=PML4 .. 3=PT), assuming
-    EFER.NXE=1 (SDM 4.5, "reserved bits"). Bits 62:52 are ignored, not reserved."""
+def access_index(*, write: bool, fetch: bool, user: bool, wp: bool, nxe: bool) -> int:
+    """Index of an access kind and control state into RIGHTS_NEEDED and ACCESS_CODES (the hot
+    paths look the answers up instead of computing them; they inline this formula)."""
+    return int(write) | int(fetch) << 1 | int(user) << 2 | int(wp) << 3 | int(nxe) << 4
+
+
+def _access_of(index: int) -> dict[str, bool]:
+    return {name: bool(index >> bit & 1) for bit, name in enumerate(("write", "fetch", "user", "wp", "nxe"))}
+
+
+#: needed_rights and access_error_code of every access, indexed by access_index()
+RIGHTS_NEEDED = tuple(needed_rights(**_access_of(i)) for i in range(32))
+ACCESS_CODES = tuple(access_error_code(**{k: v for k, v in _access_of(i).items() if k != "wp"})
+                     for i in range(32))
+
+
+def reserved_mask(level: int, entry: int, phys_bits: int, nxe: bool = True) -> int:
+    """Bits that must be zero in a present entry at ``level`` (0=PML4 .. 3=PT) (SDM 4.5,
+    tables 4-14..4-20): bits 51:MAXPHYADDR, PS in a PML4E, the low address bits of a large
+    page, and bit 63 (XD) when IA32_EFER.NXE=0.  Bits 62:52 are ignored, not reserved."""
     mask = ((1 << 52) - 1) & ~((1 << phys_bits) - 1)  # bits 51:MAXPHYADDR
+    if not nxe:
+        mask |= NX
     if level == 0:
         mask |= PS  # PS is reserved in a PML4E
     elif entry & PS and level == 1:
@@ -82,7 +130,7 @@ class Entry:
         return f"{self.raw:#018x} -> {self.addr:#x} [{flags}]{rsvd}"
 
 
-def decode(entry: int, level: int = 3, phys_bits: int = 52) -> Entry:
+def decode(entry: int, level: int = 3, phys_bits: int = 52, nxe: bool = True) -> Entry:
     """Decode ``entry`` as found at ``level`` (0=PML4, 1=PDPT, 2=PD, 3=PT)."""
     if not 0 <= entry < 1 << 64:
         raise ValueError(f"an entry is a 64-bit value, got {entry:#x}")
@@ -94,7 +142,7 @@ def decode(entry: int, level: int = 3, phys_bits: int = 52) -> Entry:
     else:
         addr = entry & ADDR_MASK & ~((1 << SHIFTS[level]) - 1) & ((1 << phys_bits) - 1)
     return Entry(entry, level, flags, addr,
-                 entry & reserved_mask(level, entry, phys_bits) if entry & P else 0)
+                 entry & reserved_mask(level, entry, phys_bits, nxe) if entry & P else 0)
 
 
 def is_canonical(va: int) -> bool:
@@ -154,16 +202,18 @@ class Walk(NamedTuple):
 class TLB:
     """Translations and paging-structure caches of one CPU (SDM 4.10).
 
-    ``entries`` maps a page-aligned linear address to (physical base, page size, writable,
-    global), where writable means a write may use the entry as it is (R/W=1 at every level
-    and D already set in the leaf); ``psc`` maps (level, linear prefix) to the physical
-    address of the next table and the combined R/W so far, so a walk can start below the
-    PML4.  Sizes are unbounded in the model."""
+    ``entries`` maps a page-aligned linear address to (physical base, page size, rights,
+    global), where rights are the R_W, R_U, R_X bits of the whole translation plus R_D when
+    the leaf's dirty flag was set (SDM 4.10.2.2: a TLB entry holds the AND of R/W and U/S,
+    the OR of XD and the dirty flag); ``psc`` maps (level, linear prefix) to the physical
+    address of the next table and the rights of the levels it skips (SDM 4.10.3.1: the AND
+    of the entries, for R/W and U/S, and the OR of their XD bits), so a walk can start below
+    the PML4.  Sizes are unbounded in the model."""
 
-    entries: dict[int, tuple[int, int, bool, bool]] = field(default_factory=dict)
-    psc: dict[int, tuple[int, bool]] = field(default_factory=dict)  # key: level << 48 | va >> SHIFTS[level]
+    entries: dict[int, tuple[int, int, int, bool]] = field(default_factory=dict)
+    psc: dict[int, tuple[int, int, int]] = field(default_factory=dict)  # key: level << 48 | va >> SHIFTS[level]
 
-    def lookup(self, va: int) -> tuple[int, int, bool, bool] | None:
+    def lookup(self, va: int) -> tuple[int, int, int, bool] | None:
         get = self.entries.get
         hit = get(va & ~0xFFF)
         if hit is not None and hit[1] == 1 << 12:
@@ -186,11 +236,21 @@ class TLB:
         self.entries.clear()
         self.psc.clear()
 
-    def invlpg(self, va: int) -> None:
-        """INVLPG: the page's translations (any size) and all paging-structure caches."""
+    def _drop_translations(self, va: int) -> None:
         for size in (1 << 12, 1 << 21, 1 << 30):
             self.entries.pop(va & ~(size - 1), None)
+
+    def invlpg(self, va: int) -> None:
+        """INVLPG: the page's translations (any size) and all paging-structure caches."""
+        self._drop_translations(va)
         self.psc.clear()
+
+    def drop_address(self, va: int) -> None:
+        """What a page fault invalidates (SDM 4.10.4.1): the TLB entries and the
+        paging-structure-cache entries that would be used to translate ``va``."""
+        self._drop_translations(va)
+        for level in (0, 1, 2):
+            self.psc.pop(level << 48 | va >> SHIFTS[level], None)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -200,40 +260,67 @@ _tuple_new = tuple.__new__  # builds the NamedTuples below without their slower 
 _MASKS: dict[int, tuple[int, ...]] = {}
 
 
-def _masks(phys_bits: int) -> tuple[int, ...]:
-    """Per MAXPHYADDR: reserved_mask() of a non-leaf entry at levels 0..3, of a leaf entry at
-    levels 0..3, then the mask of an entry's address bits."""
-    m = _MASKS.get(phys_bits)
+def _masks(phys_bits: int, nxe: bool) -> tuple[int, ...]:
+    """Per MAXPHYADDR and IA32_EFER.NXE: reserved_mask() of a non-leaf entry at levels 0..3,
+    of a leaf entry at levels 0..3, then the mask of an entry's address bits."""
+    key = phys_bits << 1 | nxe
+    m = _MASKS.get(key)
     if m is None:
-        hi = ((1 << 52) - 1) & ~((1 << phys_bits) - 1)
+        hi = ((1 << 52) - 1) & ~((1 << phys_bits) - 1) | (0 if nxe else NX)
         large = (0, ((1 << 30) - 1) & ~((1 << 13) - 1), ((1 << 21) - 1) & ~((1 << 13) - 1), 0)
-        m = _MASKS[phys_bits] = (hi | PS, hi, hi, hi, hi | PS, hi | large[1], hi | large[2], hi,
-                                 ADDR_MASK & ((1 << phys_bits) - 1))
+        m = _MASKS[key] = (hi | PS, hi, hi, hi, hi | PS, hi | large[1], hi | large[2], hi,
+                           ADDR_MASK & ((1 << phys_bits) - 1))
     return m
+
+
+def _page_fault(va: int, steps: list, code: int, start: int, tlb: TLB | None) -> Walk:
+    """A #PF result (``start`` 4: raised from a TLB entry, no walk); the fault invalidates
+    what the TLB held for ``va`` (SDM 4.10.4.1)."""
+    if tlb is not None:
+        tlb.drop_address(va)
+    return _tuple_new(Walk, (va, tuple(steps), None, Fault("#PF", va, code), 0, start == 4, start))
 
 
 def walk(mem: PhysicalMemory, cr3: int, va: int, *, write: bool = False, user: bool = False,
          fetch: bool = False, tlb: TLB | None = None, agent: str = "cpu?",
-         set_accessed: bool = True) -> Walk:
-    """Translate ``va`` through the tables at ``cr3`` as the hardware does (SDM 4.5):
-    TLB first, then the deepest paging-structure-cache hit, then memory.  A/D flags are set by
-    locked stores from ``agent`` (SDM 4.8) only when they were clear.  Returns the levels read.
-    """
+         set_accessed: bool = True, wp: bool = True, nxe: bool = True) -> Walk:
+    """Translate ``va`` for one access as the hardware does (SDM 4.5-4.8, 4.10).
+
+    The access is a data read, a ``write`` or an instruction ``fetch``, in user mode
+    (``user``: CPL 3) or supervisor mode; ``wp`` is CR0.WP and ``nxe`` IA32_EFER.NXE.  The
+    TLB is consulted first (its cached rights are enforced: a denied access faults from the
+    TLB entry, SDM 4.10.2.2), then the deepest paging-structure-cache hit, then memory.
+
+    A and D flags (SDM 4.8): A is set, when clear, in each non-leaf entry the walk uses
+    (present, no reserved bit: the entry could be cached, SDM 4.10.3.1), even if a lower level
+    then faults (implementation specific; Unicorn/QEMU do so); the leaf's A, and D for a
+    write, are set only when the access is allowed.
+    The updates are stores by ``agent``.  A #PF invalidates the TLB's entries for ``va``
+    (SDM 4.10.4.1)."""
     top = va >> 47
     if top and top != 0x1FFFF:  # not canonical (is_canonical, inlined: this is the hot path)
         return _tuple_new(Walk, (va, (), None, Fault("#GP", va, 0), 0, False, 0))
+    access = write | fetch << 1 | user << 2 | wp << 3 | nxe << 4
+    need = RIGHTS_NEEDED[access]
     if tlb is not None:
         entries = tlb.entries
         if entries:  # a TLB just flushed (a CR3 load, C6) needs no lookup
             hit = tlb.lookup(va)
-            if hit is not None and (hit[2] or not write):
-                base, size, _, _ = hit
-                return _tuple_new(Walk, (va, (), base + (va & (size - 1)), None, size, True, 4))
-    masks = _MASKS.get(mem.phys_bits) or _masks(mem.phys_bits)
+            if hit is not None:
+                missing = need & ~hit[2]
+                if not missing:
+                    base, size, _, _ = hit
+                    return _tuple_new(Walk, (va, (), base + (va & (size - 1)), None, size, True, 4))
+                if missing != R_D:  # the cached rights deny the access
+                    return _page_fault(va, [], ACCESS_CODES[access] | PF_P, 4, tlb)
+                # allowed but D clear: walk again to set it (SDM 4.8)
+    masks = _MASKS.get(mem.phys_bits << 1 | nxe) or _masks(mem.phys_bits, nxe)
     addr_mask = masks[8]
     table = cr3 & ADDR_MASK
     start = 0
-    writable = True
+    # the rights so far (SDM 4.6): ``acc`` is the AND of the entries (R/W and U/S matter),
+    # ``xd`` the OR of their XD bits (bit 63)
+    acc, xd = RW | US, 0
     psc = None
     if tlb is not None:
         psc = tlb.psc
@@ -241,8 +328,8 @@ def walk(mem: PhysicalMemory, cr3: int, va: int, *, write: bool = False, user: b
             for level in (2, 1, 0):
                 cached = psc.get(level << 48 | va >> SHIFTS[level])
                 if cached is not None:
-                    # the entry carries the combined R/W of the levels it skips (SDM 4.10.3.1)
-                    table, start, writable = cached[0], level + 1, cached[1]
+                    # the entry carries the combined rights of the levels it skips (SDM 4.10.3.1)
+                    table, start, acc, xd = cached[0], level + 1, cached[1], cached[2]
                     break
     # table frames are nearly always materialized: read those directly, anything else (a
     # tagged or never-written frame, an address beyond RAM) through read_u64
@@ -255,27 +342,24 @@ def walk(mem: PhysicalMemory, cr3: int, va: int, *, write: bool = False, user: b
         e = arr.item(index) if arr is not None else mem.read_u64(table + index * 8)
         steps.append(_tuple_new(WalkStep, (level, table, index, e)))
         if not e & P:
-            ec = (PF_WR if write else 0) | (PF_US if user else 0) | (PF_ID if fetch else 0)
-            return _tuple_new(Walk, (va, tuple(steps), None, Fault("#PF", va, ec), 0, False, start))
+            return _page_fault(va, steps, ACCESS_CODES[access], start, tlb)
         leaf = level == 3 or (level and e & PS)
         if e & masks[level + 4 if leaf else level]:  # reserved bits set
-            ec = (PF_WR if write else 0) | (PF_US if user else 0) | (PF_ID if fetch else 0)
-            return _tuple_new(Walk, (va, tuple(steps), None, Fault("#PF", va, ec | PF_P | PF_RSVD), 0,
-                                     False, start))
-        if not e & RW:
-            writable = False
+            return _page_fault(va, steps, ACCESS_CODES[access] | PF_P | PF_RSVD, start, tlb)
+        acc &= e
+        xd |= e >> 63
         if not leaf:
             if set_accessed and not e & A:
                 mem.write_u64(table + index * 8, e | A, agent)
             table = e & addr_mask
             if psc is not None:
-                psc[level << 48 | va >> shift] = (table, writable)
+                psc[level << 48 | va >> shift] = (table, acc, xd)
             continue
         # access rights are those of the whole translation (SDM 4.6): checked at the leaf, so a
-        # not-present or reserved entry below a read-only one still reports P=0 or RSVD (SDM 4.7)
-        if write and not writable:
-            ec = PF_WR | (PF_US if user else 0) | (PF_ID if fetch else 0)
-            return _tuple_new(Walk, (va, tuple(steps), None, Fault("#PF", va, ec | PF_P), 0, False, start))
+        # not-present or reserved entry below a restrictive one still reports P=0 or RSVD (4.7)
+        rights = ((acc >> 1) & 3) | (0 if xd else R_X)  # R_W, R_U: entry bits 1, 2 shifted down
+        if need & ~rights & 7:  # R_D missing is no fault: the walk sets D
+            return _page_fault(va, steps, ACCESS_CODES[access] | PF_P, start, tlb)
         if set_accessed:
             want = (A | D) if write else A
             if e & want != want:
@@ -286,6 +370,6 @@ def walk(mem: PhysicalMemory, cr3: int, va: int, *, write: bool = False, user: b
         if tlb is not None:
             # a translation cached while D=0 cannot serve a write: the first write walks
             # again and sets D (SDM 4.8)
-            tlb.entries[va & ~(size - 1)] = (base, size, writable and (write or e & D != 0), e & G != 0)
+            tlb.entries[va & ~(size - 1)] = (base, size, rights | ((e >> 3) & R_D), e & G != 0)  # D: bit 6
         return _tuple_new(Walk, (va, tuple(steps), base + (va & (size - 1)), None, size, False, start))
     raise AssertionError("unreachable")  # pragma: no cover

@@ -272,6 +272,7 @@ class Kernel:
     def enter(self, cpu, symbol: str) -> None:  # noqa: ANN001 - a hw Cpu
         """Put ``cpu`` into this kernel at ``symbol`` on its idle stack (what the hotplug and
         idle paths leave it with)."""
+        cpu.enter_kernel_mode()  # CPL 0, CR0.WP, EFER.NXE, CR4.MCE: trampoline_64.S, mcheck_cpu_init()
         cpu.cr3 = self.cr3
         cpu.idtr = self.idtr
         cpu.ist = self.ist(cpu.id)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from ..hw.cpu import Cpu, RunState
+from ..hw.cpu import MSR_IA32_MCG_STATUS, Cpu, RunState
 from ..hw.isa import Placed, Program
 from ..hw.machine import Machine
 from ..hw.memory import ContentTag
@@ -327,6 +327,7 @@ class Runtime:
 
     def do_machine_check(self, cpu: Cpu, at: int) -> int:
         self.machine.emit("mce_logged", cpu.id, text="Machine check events logged")
+        cpu.wrmsr(MSR_IA32_MCG_STATUS, 0)  # mce_wrmsrl(MSR_IA32_MCG_STATUS, 0): clears MCIP
         return 100
 
     def _die(self, cpu: Cpu, kind: str, headline: str, address: int | None, error_code: int) -> int:

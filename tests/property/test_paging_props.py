@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from hwkit import BumpAllocator
 from lab.hw.memory import PhysicalMemory
 from lab.hw.pagetable import PageTables
-from lab.hw.paging import (PF_P, PF_WR, PS, RW, TLB, D, decode, is_canonical, make_entry, walk)
+from lab.hw.paging import (NX, PF_P, PF_WR, PS, RW, TLB, US, D, decode, is_canonical, make_entry, walk)
 
 KiB4, MiB2, GiB1 = 1 << 12, 1 << 21, 1 << 30
 FLAG_NAMES = ("p", "rw", "us", "pwt", "pcd", "a", "d", "g", "nx")
@@ -167,3 +167,30 @@ def test_tlb_backed_walk_agrees_with_an_uncached_walk(pages, data):
             assert leaf.entry & D
         plain = walk(mem, pt.root, va, write=write)
         assert observed(cached) == observed(plain), hex(va)
+
+
+@SETTINGS
+@given(mappings(), st.data())
+def test_tlb_enforces_the_same_rights_as_a_walk(pages, data):
+    """SDM 4.10.2.2 and 4.10.3.1: the TLB and the paging-structure caches hold the combined
+    R/W, U/S and XD of a translation; with tables unchanged, a TLB-backed access gets the same
+    answer (translation or #PF error code) as a walk from memory, for any access and any
+    CPL and CR0.WP.  EFER.NXE is fixed per run: entries cached while it was 1 are not
+    re-checked for the reserved bit 63 if it is cleared (no TLB invalidation on WRMSR)."""
+    mem, pt = build(pages, accessed=False)
+    upper = sorted({s.table + s.index * 8 for va in pages
+                    for s in walk(mem, pt.root, va, set_accessed=False).steps})
+    for ea in upper:  # random rights at every level
+        clear = data.draw(st.sampled_from((0, RW, US, RW | US)))
+        nx = data.draw(st.booleans())
+        mem.write_u64(ea, (mem.read_u64(ea) & ~clear) | (NX if nx else 0), "test")
+    tlb = TLB()
+    nxe = data.draw(st.booleans())
+    for va in queries(data.draw, pages, 25):
+        access = {name: data.draw(st.booleans()) for name in ("user", "wp")}
+        access["nxe"] = nxe
+        kind = data.draw(st.sampled_from(("read", "write", "fetch")))
+        access.update(write=kind == "write", fetch=kind == "fetch")
+        cached = walk(mem, pt.root, va, tlb=tlb, **access)
+        plain = walk(mem, pt.root, va, **access)
+        assert observed(cached) == observed(plain), (hex(va), access)

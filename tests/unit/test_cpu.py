@@ -9,7 +9,7 @@ import pytest
 from hwkit import IDT_PA, TEXT_SEED, Rig, stores_by
 from lab.hw import VECTORS, I, Instr, Machine, RunState, mem
 from lab.hw.cpu import CState, Cpu
-from lab.hw.machine import Timing
+from lab.hw.machine import MAX_CPUS, Timing
 from lab.hw.memory import ContentTag
 from lab.hw.paging import A, PF_ID, PF_WR, walk
 
@@ -388,9 +388,9 @@ def test_cpu_and_cstate_validation(rig):
         Cpu(0, rig.machine, ())
 
 
-@pytest.mark.parametrize("nr", [0, 65, 2.0])
+@pytest.mark.parametrize("nr", [0, MAX_CPUS + 1, 2.0])
 def test_machine_cpu_count(nr):
-    with pytest.raises(ValueError, match=f"number of CPUs must be 1 to 64, got {nr!r}"):
+    with pytest.raises(ValueError, match=f"number of CPUs must be 1 to {MAX_CPUS}, got {nr!r}"):
         Machine(nr, 1 << 20, np.random.default_rng(0))
 
 

@@ -429,12 +429,15 @@ def test_tlb_lookup_matches_page_size():
 
 
 def test_read_only_tlb_entry_does_not_let_a_write_through():
+    """SDM 4.10.2.2: the TLB entry holds the rights of the translation; a write it denies
+    faults from the entry (no walk), and the fault drops the entry (SDM 4.10.4.1)."""
     mem, pt = space()
     pt.map(0x1000_0000, 0x0050_0000, rw=False)
     tlb = TLB()
     walk(mem, pt.root, 0x1000_0000, tlb=tlb)
     w = walk(mem, pt.root, 0x1000_0000, write=True, tlb=tlb)
-    assert not w.tlb_hit and w.fault == Fault("#PF", 0x1000_0000, PF_P | PF_WR)
+    assert w.fault == Fault("#PF", 0x1000_0000, PF_P | PF_WR) and w.steps == ()
+    assert tlb.lookup(0x1000_0000) is None
 
 
 def test_write_after_a_read_sets_the_dirty_flag_even_with_a_tlb():

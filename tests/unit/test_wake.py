@@ -286,16 +286,22 @@ def test_smi_wakes_hlt_and_continues_after_it(rig):
     assert first.t >= rig.machine.timing.smi_ns
 
 
-def test_smi_on_a_running_cpu_has_no_effect_on_its_execution(rig):
+def test_smi_on_a_running_cpu_pauses_it_for_the_smm_time_and_changes_nothing_else(rig):
+    """SDM vol. 3C 34.8 (and ch. 32): the SMI handler runs in SMM, invisible to the OS; the
+    interrupted code continues after RSM, smi_ns later in the model."""
     prog = rig.code("spin", ["top:", I("add", "rbx", 1), I("jmp", "top")])
     rig.start(0, prog.base)
     for _ in range(10):
         rig.machine.step()
-    assert rig.machine.apic.send(0, "smi") == "SMM handler runs; execution continues"
-    before = rig.machine.cpus[0].regs["rbx"]
-    for _ in range(4):
+    t0 = rig.machine.sched.now
+    assert rig.machine.apic.send(0, "smi") == "SMM handler runs; execution continues after it"
+    c = rig.machine.cpus[0]
+    before = c.regs["rbx"]
+    for _ in range(5):
         rig.machine.step()
-    assert rig.machine.cpus[0].regs["rbx"] == before + 2
+    assert c.regs["rbx"] == before + 2 and rig.events("exception", 0) == []
+    first_after = [e for e in rig.events("exec", 0) if e.t > t0][0]
+    assert first_after.t >= t0 + rig.machine.timing.smi_ns
 
 
 def test_machine_check_wakes_hlt(rig):
