@@ -38,7 +38,7 @@ def parse_injection(text: str) -> tuple[str, int, int]:
 
 
 PHASES = ("boot", "load-image", "disable-nonboot", "copy", "image-kernel", "online", "resumed")
-OUTCOMES = ("resumed", "panic", "triple_fault", "corrupted", "timeout")
+OUTCOMES = ("resumed", "panic", "triple_fault", "shutdown", "corrupted", "timeout")
 GiB, MiB = 1 << 30, 1 << 20
 MAX_RAM = 1 << 40  # 1 TiB: memory is sparse, but the loader's arrays grow with the image
 
@@ -425,7 +425,8 @@ class Resume:
         """The verdict: None while the resume goes on.  It is taken once, when the resume
         ends: the image kernel has every CPU online (then ``verify()`` compares memory with
         the image: resumed or corrupted), a CPU died (panic), the machine shut down
-        (triple_fault), or the run ran out of budget or of things to do (timeout).  What
+        (triple_fault; ``shutdown`` for a machine check with CR4.MCE=0 or MCIP set), or the run
+        ran out of budget or of things to do (timeout).  What
         happens after that is still simulated and shown, but cannot change it."""
         if self._verdict is None and self.finished:
             self._decide(final=True)
@@ -435,8 +436,8 @@ class Resume:
         if self._verdict is not None:
             return
         m, rt = self.machine, self.runtime
-        if m.shutdown is not None:
-            verdict = "triple_fault"
+        if m.shutdown is not None:  # a triple fault, or a machine check the CPU could not take
+            verdict = "triple_fault" if m.shutdown_cause in (None, "triple fault") else "shutdown"
         elif self.oopses:
             verdict = "panic"
         elif rt.done and self.image_kernel.online == set(range(self.config.cpus)):

@@ -101,3 +101,10 @@ def test_stray_events_are_seeded_and_inside_the_copy() -> None:
     assert sa == [(e.t, e.cpu) for e in b.events if e.kind == "inject"] and len(sa) == 1
     start = next(e.t for e in a.events if e.kind == "phase" and e.data["phase"] == "copy")
     assert sa[0][0] >= start and sa[0][1] != 0
+
+
+def test_a_broadcast_machine_check_takes_init_down() -> None:
+    """45e34c8af58f: 'A broadcast MCE will take the machine down': after INIT, CR4.MCE is 0."""
+    r = run(fix="init", stray=("mce",), seed=0)
+    assert r.outcome == "shutdown" and r.machine.shutdown_cause == "machine check"
+    assert "CR4.MCE=0" in r.machine.shutdown
