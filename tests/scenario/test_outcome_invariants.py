@@ -73,7 +73,7 @@ def frames_not_in_image(r: Resume) -> int:
 
 def test_outcomes_are_the_documented_ones(done: Resume) -> None:
     assert done.outcome in OUTCOMES
-    assert set(OUTCOMES) == {"resumed", "panic", "triple_fault", "corrupted", "timeout"}
+    assert set(OUTCOMES) == {"resumed", "panic", "triple_fault", "shutdown", "corrupted", "timeout"}
 
 
 @pytest.mark.parametrize("which", [a_piece_frame, a_single_frame], ids=["tagged-run frame", "single frame"])
