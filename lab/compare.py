@@ -28,8 +28,14 @@ from .scenario import OUTCOMES, PRESETS, Config, Resume
 
 Overrides = Callable[[Config], dict[str, Any]]
 
-#: worst first: the order in which a cell's worst outcome is chosen
-SEVERITY = ("triple_fault", "panic", "corrupted", "timeout", "resumed")
+#: worst first: the order in which a cell's worst outcome is chosen (an outcome not listed here
+#: ranks just above "resumed")
+SEVERITY = ("triple_fault", "shutdown", "panic", "corrupted", "timeout", "resumed")
+
+
+def severity(outcome: str) -> float:
+    """Rank of ``outcome``, 0 the worst (see ``SEVERITY``)."""
+    return SEVERITY.index(outcome) if outcome in SEVERITY else len(SEVERITY) - 1.5
 #: per-run costs taken from lab.campaign.run_one's records, averaged over a cell's seeds
 #: (a record without the field gives NaN: the model does not report it yet)
 COSTS = ("wakeups", "wakeups_per_ms", "awake_ns", "ipis", "safe_pages", "sharing_cpus", "store_wakeups")
@@ -114,9 +120,9 @@ HAZARDS: dict[str, tuple[str, Overrides]] = {
     "stray MCE": ("a machine check at a seeded random time during the copy, broadcast to every CPU", stray("mce")),
     "clflush ping-pong": ("a remote CLFLUSH of a monitored line triggers the monitor (an implementation "
                           "choice, SDM): CPUs sharing a line wake each other", lambda c: {"clflush_triggers": True}),
-    "more CPUs than lines": ("72 CPUs, more than the 4096 / 64 = 64 lines of one zero page, so some CPUs share a "
-                             "line; remote CLFLUSH triggers monitors, as in the ping-pong column (sharing costs "
-                             "nothing without it)", lambda c: {"cpus": 72, "clflush_triggers": True}),
+    "more CPUs than lines": ("72 CPUs: more than the 4096 / 64 = 64 lines of one zero page, so some CPUs share a "
+                             "line (see sharing_cpus; with the clflush ping-pong on as well, the sharers wake each "
+                             "other)", lambda c: {"cpus": 72}),
     "text mapping": ("play_dead in the text page mark_rodata_ro() splits into a run-time PT (ab76f7b4ab23)",
                      text_mapping),
     "mailbox wakeup": ("APs started through a mailbox, not INIT/SIPI (45e34c8af58f: 'special wakeup "
@@ -237,14 +243,15 @@ def compare(preset: str, fixes: Sequence[str] | None = None, hazards: Sequence[s
     * the costs, means over the seeds of lab.campaign.run_one's record fields (NaN where the
       record has no such field): ``wakeups``, ``wakeups_per_ms``, ``awake_ns``, ``ipis``,
       ``safe_pages``, ``sharing_cpus``, ``store_wakeups``,
-    * ``worst`` outcome (triple_fault > panic > corrupted > timeout > resumed), ``worst_seed``
+    * ``worst`` outcome (triple_fault > shutdown > panic > corrupted > timeout > resumed), ``worst_seed``
       (the lowest seed giving it) and ``command``: ``python -m lab run ...`` reproducing it,
     * ``settings`` (the hazard's settings of that run), ``label`` ("k/n fail [lo-hi%]" or
       "n/a") and ``description``.
 
     ``matrix(df)`` turns it into one row per fix and one column per hazard.  Runs go through
-    ``executor.submit(lab.campaign.run_one, config)`` (None: here, in order); ``progress(done,
-    total)`` is called after each run."""
+    ``executor.submit(lab.campaign.run_one, config)`` (None: here, in order), each distinct
+    configuration once; ``progress(done, total)`` is called after each run (and, while the
+    stray stand-in is in use, first after each copy-window probe)."""
     import pandas as pd
 
     if preset not in PRESETS:
@@ -266,7 +273,6 @@ def compare(preset: str, fixes: Sequence[str] | None = None, hazards: Sequence[s
     # 1. the configuration of every run, or why the cell does not apply
     cells: dict[tuple[str, str], dict[str, Any]] = {}
     pending: list[tuple[tuple[str, str], int, Config, Overrides]] = []  # hazard settings need the window
-    runs: list[tuple[tuple[str, str], Config, dict[str, Any]]] = []
     for fix in fix_names:
         for hz in hazard_names:
             desc, fn = table[hz]
@@ -306,13 +312,10 @@ def compare(preset: str, fixes: Sequence[str] | None = None, hazards: Sequence[s
                 cell["applies"], cell["reason"] = False, str(exc)
         for key in {k for k, _, _, _ in pending}:
             cells[key]["configs"] = dict(sorted(cells[key]["configs"].items()))
-    for key, cell in cells.items():
-        if cell["applies"]:
-            for seed, (cfg, over) in cell["configs"].items():
-                runs.append((key, cfg, over))
 
     # 2. run each distinct configuration once
-    unique = list(dict.fromkeys(cfg for _, cfg, _ in runs))
+    unique = list(dict.fromkeys(cfg for cell in cells.values() if cell["applies"]
+                                for cfg, _ in cell["configs"].values()))
     done[0], total[0] = 0, len(unique)
     by_config = dict(zip(unique, _submit_all(run_one, unique, executor, tick)))
     _windows.clear()
@@ -331,7 +334,7 @@ def compare(preset: str, fixes: Sequence[str] | None = None, hazards: Sequence[s
         if n:
             lo, hi = wilson(k, n)
             row.update(failure_rate=k / n, ci_low=lo, ci_high=hi)
-            worst = min((rec["outcome"] for *_, rec in recs), key=SEVERITY.index)
+            worst = min((rec["outcome"] for *_, rec in recs), key=severity)
             seed, cfg, over, _ = next(x for x in recs if x[3]["outcome"] == worst)
             row.update(worst=worst, worst_seed=seed, command=run_command(cfg), settings=settings_of(cfg),
                        label=cell_label(k, n, lo, hi))
