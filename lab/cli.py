@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="simulate one resume and print what happened")
     run.add_argument("--preset", default="default", help=f"one of: {', '.join(PRESETS)}")
     run.add_argument("--fix", default=None, help=f"one of: {', '.join(FIXES)} (default: the preset's, mwait)")
-    run.add_argument("--cpus", type=int, default=None, help="number of CPUs (2 to 64)")
+    run.add_argument("--cpus", type=int, default=None, help="number of CPUs (2 to 512)")
     run.add_argument("--threads-per-core", type=int, default=None, help="1 or 2 (SMT)")
     run.add_argument("--ram", default=None, help="RAM size, e.g. 256M, 8G")
     run.add_argument("--image", default=None, help="image size, e.g. 2G")

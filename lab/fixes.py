@@ -157,7 +157,8 @@ class Trampoline(Fix):
         cpu.cr3 = tr.cr3
         cpu.tlb.flush_non_global()
         cpu.rip = tr.placed[self.play_dead].base
-        cpu.regs["rbx"] = tr.data_va + cpu.id * rt.machine.monitor.line_size
+        cpu.regs["rbx"] = tr.line_va(cpu.id)
+        rt.in_trampoline.add(cpu.id)
         cpu.if_flag = False
         if tr.idt is not None:
             cpu.idtr = tr.idt
@@ -166,17 +167,15 @@ class Trampoline(Fix):
         rt.machine.start(cpu.id, rt.machine.sched.now + rt.machine.timing.instr_ns)
 
     def bring_up(self, rt: "Runtime", cpu0: Cpu, at: int) -> int:
-        """The way back: the image kernel writes each parked CPU's release word (its monitored
-        line, in a safe page it maps through its direct map) instead of INIT/SIPI."""
-        if rt.trampoline is None:
-            return cpu_up_step(rt, cpu0, at)
-        size = rt.machine.monitor.line_size
-
+        """The way back: the image kernel writes the release word of each CPU parked in the
+        trampoline (its monitored line, in a safe page it maps through its direct map) instead
+        of INIT/SIPI; a CPU that never reached the trampoline (offline before, e.g. nosmt) gets
+        the usual INIT/SIPI."""
         def release(rt: "Runtime", c0: Cpu, cpu: int) -> int:
-            c0.store(rt.trampoline.data_va + cpu * size + RELEASE, 1, why="release from the trampoline")
+            c0.store(rt.trampoline.line_direct_va(cpu) + RELEASE, 1, why="release from the trampoline")
             return rt.hotplug.poll_ns
 
-        return cpu_up_step(rt, cpu0, at, stages=[release])
+        return cpu_up_step(rt, cpu0, at, stages=lambda cpu: [release] if cpu in rt.in_trampoline else None)
 
 
 IST_BYTES = 256  # each CPU's share of the trampoline's IST stack

@@ -85,9 +85,9 @@ def init_sipi_stages(rt: "Runtime") -> list[Stage]:
 
 
 def cpu_up_step(rt: "Runtime", cpu0: Cpu, at: int, st: "Progress | None" = None,
-                stages: list[Stage] | None = None) -> int:
+                stages: Callable[[int], "list[Stage] | None"] | None = None) -> int:
     """One step of bringing CPUs up (``st``, default: every non-boot CPU after the resume):
-    the wake-up ``stages`` (default INIT, SIPI, SIPI), then poll until online."""
+    the wake-up stages ``stages(cpu)`` gives (None: INIT, SIPI, SIPI), then poll until online."""
     st = rt.bringup if st is None else st
     m = rt.machine
     t = rt.hotplug
@@ -99,10 +99,10 @@ def cpu_up_step(rt: "Runtime", cpu0: Cpu, at: int, st: "Progress | None" = None,
         st.since = m.sched.now
     cpu = st.current
     cpu0.rip = at
-    stages = init_sipi_stages(rt) if stages is None else stages
-    if isinstance(st.stage, int) and st.stage < len(stages):
+    todo = (stages(cpu) if stages is not None else None) or init_sipi_stages(rt)
+    if isinstance(st.stage, int) and st.stage < len(todo):
         st.stage += 1
-        return stages[st.stage - 1](rt, cpu0, cpu)
+        return todo[st.stage - 1](rt, cpu0, cpu)
     if cpu in rt.kernel.online:
         st.current = None
         return t.poll_ns

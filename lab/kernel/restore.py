@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 SAFE_CODE_INDEX = 1 << 40  # content index of code copied into safe pages
 TRAMPOLINE_STACK_VA = 0xFFFFC90000000000  # where the trampoline's own tables map its IST stack
+TRAMPOLINE_DATA_VA = 0xFFFFC90000100000  # and its data pages (one monitored line per CPU)
 
 
 @dataclass(frozen=True)
@@ -39,9 +40,20 @@ class Trampoline:
 
     cr3: int
     placed: dict[str, Placed]
-    data_va: int
+    data_va: int  # where the trampoline's own tables map the data pages
+    data_pages: tuple[int, ...]
+    line_size: int
     idt: tuple[int, int] | None = None
     stack_top: int | None = None
+
+    def line_va(self, cpu: int) -> int:
+        """This CPU's line, as the parked CPU addresses it (the trampoline's tables)."""
+        return self.data_va + cpu * self.line_size
+
+    def line_direct_va(self, cpu: int) -> int:
+        """The same line through a kernel's direct map (how the image kernel writes it)."""
+        off = cpu * self.line_size
+        return direct_va(self.data_pages[off // PAGE_SIZE] * PAGE_SIZE + off % PAGE_SIZE)
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,7 @@ class Runtime:
     strays: tuple[str, ...] = ()  # Config.stray: kinds sent at random times during the copy
     line_users: dict[int, set[int]] = field(default_factory=dict)  # monitored line -> parked CPUs
     kick_state: dict | None = None  # the fix's kick in progress
+    in_trampoline: set[int] = field(default_factory=set)  # CPUs parked in a safe-page trampoline
     _watched_pos: tuple[int, np.ndarray] | None = None
     _copy_end: np.ndarray | None = None  # cumulative page-copy times, drawn when the copy starts
 
@@ -128,10 +141,15 @@ class Runtime:
         m, agent = self.machine, self.machine.cpus[0].agent
         name = programs[0].name
         code = self._safe_page(f"{name} code (safe page)")
-        data = self._safe_page(f"{name} data (safe page)")
+        # one monitored line per CPU: as many data pages as that takes, mapped one after the
+        # other at a private address (the image kernel reaches each through its direct map)
+        size = m.monitor.line_size
+        data = [self._safe_page(f"{name} data (safe page)") for _ in range(-(-len(m.cpus) * size // PAGE_SIZE))]
         m.memory.write_page(code, ContentTag("text", self.restore.params.build_id, SAFE_CODE_INDEX + code), agent)
         tables = PageTables(m.memory, lambda: self._safe_page(f"{name} page table (safe page)"), agent)
-        pages = [code, data]
+        for k, pfn in enumerate(data):
+            tables.map(TRAMPOLINE_DATA_VA + k * PAGE_SIZE, pfn * PAGE_SIZE)
+        pages = [code]
         va = direct_va(code * PAGE_SIZE)
         placed: dict[str, Placed] = {}
         for prog in programs:
@@ -156,7 +174,7 @@ class Runtime:
             stack_top = TRAMPOLINE_STACK_VA + n * PAGE_SIZE
         for pfn in pages:
             tables.map(direct_va(pfn * PAGE_SIZE), pfn * PAGE_SIZE)
-        return Trampoline(tables.root, placed, direct_va(data * PAGE_SIZE), idt, stack_top)
+        return Trampoline(tables.root, placed, TRAMPOLINE_DATA_VA, tuple(data), size, idt, stack_top)
 
     # -- restore kernel ----------------------------------------------------------------------
     def swsusp_arch_resume(self, cpu: Cpu, at: int) -> int:
