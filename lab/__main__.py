@@ -1,10 +1,11 @@
-import os
+"""``python -m lab``: lab.cli.main does the work (Ctrl-C -> 130, closed stdout -> quiet 0, full
+stdout -> 2; the `hibernation-lab` entry point calls the same main)."""
 import sys
 
-from .cli import main
-
 try:
-    sys.exit(main())
-except BrokenPipeError:  # e.g. `python -m lab run | head`: the reader left, nothing to report
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    sys.exit(0)
+    from .cli import main
+except KeyboardInterrupt:  # Ctrl-C while the lab is still importing
+    print("python -m lab: interrupted (Ctrl-C)", file=sys.stderr)
+    sys.exit(130)
+
+sys.exit(main())

@@ -1,11 +1,16 @@
 """``python -m lab``: run a resume, list presets and fixes, replay a trace.
 
-Exit status: 0 for every finished simulation whatever its outcome, 2 for bad input.
+Exit status: 0 for every finished simulation whatever its outcome, 2 for bad input (and for a
+trace that is damaged or edited, or that cannot be written), 1 when `replay` finds that an intact
+trace no longer matches a re-run (the model changed), 130 on Ctrl-C.  Standard output closed by
+the reader (`| head -1`) ends quietly with 0; a full one (/dev/full) is an error (2).
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import sys
 from typing import Sequence
 
@@ -160,8 +165,116 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+# Options whose value must be written with ASCII digits (int() would take '٤' or '４'); every
+# option declared with type=int is added by _int_options.
+_DIGIT_OPTIONS = {"--inject", "--seeds"}
+
+
+def _int_options(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Every option string (of the parser and its subcommands) -> its canonical name, for options
+    taking a number."""
+    found: dict[str, str] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found.update(_int_options(sub))
+        elif action.option_strings and (action.type is int or set(action.option_strings) & _DIGIT_OPTIONS):
+            for opt in action.option_strings:
+                found[opt] = max(action.option_strings, key=len)
+    return found
+
+
+def _all_options(parser: argparse.ArgumentParser) -> set[str]:
+    opts: set[str] = set()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                opts |= _all_options(sub)
+        opts.update(action.option_strings)
+    return opts
+
+
+def check_ascii_numbers(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """Refuse a number written with non-ASCII digits (e.g. --cpus ٤, --seed ৫, --inject nmi:١@0,
+    --seeds ٣): Python's int() would accept them.  ValueError names the option and the value."""
+    numeric = _int_options(parser)
+    every = _all_options(parser)
+    argv = list(argv)
+    for i, token in enumerate(argv):
+        if token == "--":
+            break
+        if not token.startswith("--"):
+            continue
+        name, eq, value = token.partition("=")
+        if name not in numeric:  # an abbreviation argparse would accept (--cpu for --cpus)?
+            matches = {o for o in every if o.startswith(name)}
+            if not matches or not matches <= set(numeric):
+                continue
+            name = min(matches)
+        if not eq:
+            if i + 1 >= len(argv):
+                continue
+            value = argv[i + 1]
+        if not value.isascii():
+            raise ValueError(f"{numeric[name]} {value!r} is not an ASCII number; allowed: the digits 0-9 "
+                             "(and for --inject KIND:CPU@NS, --seeds N, A-B or a comma list)")
+
+
+def _dedupe_fixes(args: argparse.Namespace) -> None:
+    """A fix given twice to sweep or compare runs once (the first place it was named)."""
+    if getattr(args, "fix", None) and isinstance(args.fix, list):
+        args.fix = list(dict.fromkeys(args.fix))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """The command line, for `python -m lab` and the `hibernation-lab` entry point alike: Ctrl-C
+    exits 130 with one line, a closed stdout exits quietly, a full one exits 2 with one line."""
+    try:
+        try:
+            code = _main(argv)
+            sys.stdout.flush()  # a closed or full stdout surfaces here, not at interpreter exit
+            return code
+        except KeyboardInterrupt:
+            _say("python -m lab: interrupted (Ctrl-C)")
+            return 130
+    except BrokenPipeError:  # e.g. `python -m lab fixes | head -1`: the reader left, nothing to report
+        _silence_stdout()
+        return 0
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EIO, errno.EFBIG, errno.EDQUOT, errno.EBADF):
+            raise
+        _silence_stdout()
+        _say(f"python -m lab: error: cannot write to standard output: {exc.strerror or exc}")
+        return 2
+
+
+def _say(line: str) -> None:
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (e.g. under a test's capture)
+        pass
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        check_ascii_numbers(parser, argv)
+    except ValueError as exc:
+        print(f"python -m lab: error: {exc}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
+    _dedupe_fixes(args)
     try:
         if args.command == "presets":
             for name, (text, _) in PRESETS.items():
@@ -181,6 +294,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             data = trace.load(args.file)
             r, same = trace.replay(data)
             print(f"replayed {args.file}: outcome {r.outcome}, digest {'matches' if same else 'DIFFERS'}")
+            if not same:
+                why = trace.first_difference(data, trace.export(r)) or "the events digest differs"
+                print(f"  the trace is intact but the model now runs differently: {why}")
             return 0 if same else 1
         hazard = {k: v for k, v in dict(stray=tuple(args.stray) if args.stray else None, wakeup=args.wakeup,
                                         clflush_triggers=args.clflush_triggers,
@@ -188,6 +304,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                         kernel_text_pages=args.kernel_text_pages,
                                         restore_initcalls=args.restore_initcalls,
                                         image_initcalls=args.image_initcalls).items() if v is not None}
+        if args.trace is not None:
+            trace.check_target(args.trace)  # before the run: '' or a FIFO/device is refused at once
         config = Config.from_preset(args.preset, fix=args.fix, cpus=args.cpus,
                                     threads_per_core=args.threads_per_core, nosmt=args.nosmt,
                                     kernel_version=args.kernel_version, ram=args.ram, image=args.image,
@@ -196,11 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         r.run()
         s = r.summary()
         s["digest"] = trace.digest(r.events)
-        if args.trace:
-            try:
-                trace.save(r, args.trace)
-            except OSError as exc:
-                raise ValueError(f"cannot write trace file {args.trace!r}: {exc.strerror or exc}") from None
+        if args.trace is not None:
+            trace.save(r, args.trace)  # atomic; ValueError (exit 2) if it cannot be written
         print(json.dumps(s, sort_keys=True) if args.json else _summary_text(s))
         return 0
     except ValueError as exc:

@@ -175,12 +175,13 @@ def test_replay_of_a_foreign_trace_says_it_differs(tmp_path: Path, capsys) -> No
     r.run()
     data = trace.export(r)
     data["events"] = data["events"][1:]
-    data["digest"] = trace.digest(data["events"])
+    trace.seal(data)  # well formed and intact, but not what this config produces
     path = tmp_path / "foreign.json"
     path.write_text(json.dumps(data))
     p = main_in_process(["replay", str(path)], capsys)
     assert p.returncode == 1
     assert "DIFFERS" in p.stdout and "Traceback" not in p.stderr
+    assert "model now runs differently: event 0 differs" in p.stdout
 
 
 # -- bad input -------------------------------------------------------------------------------

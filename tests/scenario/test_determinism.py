@@ -133,7 +133,7 @@ def test_tampered_trace_is_refused(workshop3: Resume, tmp_path: Path) -> None:
     data["events"][i]["data"]["pfn"] += 1
     bad = tmp_path / "tampered.json"
     bad.write_text(json.dumps(data))
-    with pytest.raises(ValueError, match="damaged: its events do not match its digest"):
+    with pytest.raises(ValueError, match="damaged or edited: events changed"):
         trace.load(bad)
 
 
@@ -142,7 +142,7 @@ def test_consistent_but_foreign_trace_does_not_match_on_replay(workshop3: Resume
     not produce those events, and replay says so."""
     data = trace.export(workshop3)
     data["events"] = data["events"][:-1]
-    data["digest"] = trace.digest(data["events"])
+    trace.seal(data)
     path = tmp_path / "foreign.json"
     path.write_text(json.dumps(data))
     loaded = trace.load(path)
@@ -151,10 +151,11 @@ def test_consistent_but_foreign_trace_does_not_match_on_replay(workshop3: Resume
 
 
 @pytest.mark.parametrize("content, message", [
-    ('{"format": "something else"}', "is not a hibernation-lab-trace/1 trace"),
-    ("[1, 2, 3]", "is not a hibernation-lab-trace/1 trace"),
-    ('{"format": "hibernation-lab-trace/1", "config": {}, "events": {}, "digest": "x"}', "lacks a valid 'events'"),
-    ('{"format": "hibernation-lab-trace/1", "events": [], "digest": "x"}', "lacks a valid 'config'"),
+    ('{"format": "something else"}', "is not a hibernation-lab-trace/2 trace"),
+    ("[1, 2, 3]", "is not a hibernation-lab-trace/2 trace"),
+    ('{"format": "hibernation-lab-trace/2", "config": {}, "events": {}, "digest": "x"}', "lacks a valid 'events'"),
+    ('{"format": "hibernation-lab-trace/2", "events": [], "digest": "x"}', "lacks a valid 'config'"),
+    ('{"format": "hibernation-lab-trace/1", "config": {}, "events": [], "digest": "x"}', "older format"),
 ])
 def test_malformed_trace_is_refused(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "bad.json"
@@ -168,8 +169,8 @@ def test_trace_with_bad_config_is_refused(tmp_path: Path) -> None:
     for config, message in (({"cpus": 1}, "cpus must be 2 to 512"),
                             ({"warp_drive": True}, "unknown setting")):
         path = tmp_path / "cfg.json"
-        path.write_text(json.dumps({"format": trace.FORMAT, "config": config, "events": events,
-                                    "digest": trace.digest(events)}))
+        path.write_text(json.dumps(trace.seal({"format": trace.FORMAT, "config": config, "events": events,
+                                               "outcome": "resumed", "steps": 0, "summary": {}})))
         with pytest.raises(ValueError, match=message):
             trace.load(path)
 
