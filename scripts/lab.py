@@ -6,7 +6,14 @@
 What it always does:
 
 * binds to 127.0.0.1 only, with token authentication (the token comes from
-  JUPYTER_TOKEN if set, otherwise a fresh random one) and XSRF checks left on;
+  JUPYTER_TOKEN if set, otherwise a fresh random one), XSRF checks and the Host
+  check on, whatever a Jupyter config file says: these are passed on the command
+  line (which beats every config file), and the token in a private config
+  directory (JUPYTER_CONFIG_DIR, so ~/.jupyter is not read; not on the command
+  line, where `ps` would show it);
+* checks after start that requests without the token, without the XSRF token
+  or with a foreign Host header are refused, that the server listens on
+  127.0.0.1 only, and stops with a clear message otherwise;
 * uses a fresh, temporary workspaces directory, so a layout JupyterLab
   remembered from an earlier session cannot hide the notebook;
 * adds --allow-root only when running as root (effective uid 0);
@@ -24,6 +31,7 @@ the ``lab`` package for everything else in the process):
 from __future__ import annotations
 
 import argparse
+import http.cookiejar
 import json
 import os
 import secrets
@@ -58,12 +66,31 @@ def free_port(start: int = DEFAULT_PORT, tries: int = 50) -> int:
     raise RuntimeError(f"no free port in {start}..{start + tries - 1}")
 
 
+# Security settings, on the command line: Jupyter's precedence is command line over config
+# files (and among config files, JUPYTER_CONFIG_DIR over the others), so a config file in the
+# user's or the system's config path cannot weaken them.
+SECURITY_OPTIONS = [
+    f"--ServerApp.ip={HOST}",
+    "--ServerApp.disable_check_xsrf=False",
+    "--ServerApp.allow_remote_access=False",
+    "--ServerApp.allow_origin=",
+    "--ServerApp.allow_origin_pat=",
+    "--ServerApp.identity_provider_class=jupyter_server.auth.identity.PasswordIdentityProvider",
+]
+# Environment variables that would put other config directories before ours.
+ENV_DROP = ("JUPYTER_TOKEN_FILE", "JUPYTER_CONFIG_PATH", "JUPYTER_PREFER_ENV_PATH", "JUPYTER_NO_CONFIG")
+
+
+class InsecureServer(RuntimeError):
+    """The server answered a request it must refuse (or listens beyond 127.0.0.1)."""
+
+
 def lab_command(port: int, workspaces_dir: str, notebook: str) -> list[str]:
-    """The jupyter lab command line (the token is passed in the environment,
-    not here, so it does not show in `ps`)."""
+    """The jupyter lab command line (the token is in the private config directory and the
+    environment, not here, so it does not show in `ps`)."""
     cmd = [
         sys.executable, "-m", "jupyterlab",
-        f"--ServerApp.ip={HOST}",
+        *SECURITY_OPTIONS,
         f"--ServerApp.port={port}",
         "--ServerApp.port_retries=0",  # we picked the port; never drift off it
         f"--ServerApp.root_dir={REPO}",
@@ -79,6 +106,30 @@ def lab_command(port: int, workspaces_dir: str, notebook: str) -> list[str]:
     return cmd
 
 
+def write_private_config(token: str) -> str:
+    """A fresh config directory (mode 0700) holding only the token, used as JUPYTER_CONFIG_DIR:
+    the highest-priority config directory, so no other config file can set the token."""
+    config_dir = tempfile.mkdtemp(prefix="hibernation-lab-jupyter-config-")
+    path = Path(config_dir, "jupyter_server_config.json")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"IdentityProvider": {"token": token}}, f)
+    return config_dir
+
+
+def listening_addresses(pid: int) -> set[str]:
+    """The local addresses process `pid` listens on over TCP (empty if this cannot be read)."""
+    try:
+        import psutil
+    except ImportError:  # pragma: no cover - psutil comes with the lab's environment
+        return set()
+    try:
+        conns = psutil.Process(pid).net_connections(kind="inet")
+    except (psutil.Error, OSError):
+        return set()
+    return {c.laddr.ip for c in conns if c.status == psutil.CONN_LISTEN}
+
+
 @dataclass
 class LabServer:
     process: subprocess.Popen
@@ -86,6 +137,7 @@ class LabServer:
     token: str
     notebook: str
     workspaces_dir: str
+    config_dir: str | None = None
     base_url: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -108,6 +160,59 @@ class LabServer:
         except (urllib.error.URLError, OSError, ValueError):
             return False
 
+    def request(self, method: str, path: str, *, token: bool = False, headers: dict | None = None,
+                opener=None, body: bytes | None = None) -> int:
+        """The HTTP status of one request (with the token in a header if `token`)."""
+        headers = dict(headers or {})
+        if token:
+            headers["Authorization"] = f"token {self.token}"
+        if body is not None:
+            headers.setdefault("Content-Type", "application/json")
+        request = urllib.request.Request(f"{self.base_url}{path}", data=body, method=method, headers=headers)
+        try:
+            with (opener or urllib.request.build_opener()).open(request, timeout=10) as response:
+                return response.status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    def check_secure(self) -> None:
+        """Raise InsecureServer unless the server refuses what it must refuse:
+        no token (POST /api/kernels, GET /api/contents), a foreign Host header, a
+        cookie-authenticated POST without its XSRF token; and listens on 127.0.0.1 only."""
+        problems = []
+        status = self.request("GET", "/api/contents")
+        if status not in (401, 403):
+            problems.append(f"GET /api/contents without the token answered {status}")
+        status = self.request("POST", "/api/kernels", body=b"{}")
+        if status not in (401, 403):
+            problems.append(f"POST /api/kernels without the token answered {status}")
+        status = self.request("GET", "/api/contents", token=True, headers={"Host": "attacker.example:80"})
+        if status not in (401, 403):
+            problems.append(f"a request with the token but Host attacker.example answered {status} "
+                            "(the Host check is off: allow_remote_access)")
+        # Log in with the token (cookie), then a state-changing request without the XSRF token:
+        # refused with XSRF checks on, 404 (no such kernel: nothing happens) with them off.
+        jar = http.cookiejar.CookieJar()
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        self.request("GET", f"/lab?token={self.token}", opener=opener)
+        if not any(c.name.startswith("username-") for c in jar):
+            problems.append("logging in with the token set no session cookie")
+        else:
+            status = self.request("DELETE", "/api/kernels/00000000-0000-0000-0000-000000000000", opener=opener)
+            if status not in (401, 403):
+                problems.append(f"a cookie-authenticated DELETE without the XSRF token answered {status} "
+                                "(XSRF checks are off)")
+        addresses = listening_addresses(self.process.pid)
+        if addresses and addresses != {HOST}:
+            problems.append(f"it listens on {', '.join(sorted(addresses))}, not only {HOST}")
+        if problems:
+            raise InsecureServer("the server is not safe to use, so it was stopped: " + "; ".join(problems)
+                                 + " (check the Jupyter config files listed by `jupyter --paths`)")
+
+    def bound_to_host_only(self) -> bool:
+        """True when the server is known to listen on 127.0.0.1 and nowhere else."""
+        return listening_addresses(self.process.pid) == {HOST}
+
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -129,6 +234,8 @@ class LabServer:
                 self.process.kill()
                 self.process.wait()
         shutil.rmtree(self.workspaces_dir, ignore_errors=True)
+        if self.config_dir:
+            shutil.rmtree(self.config_dir, ignore_errors=True)
 
     def __enter__(self) -> "LabServer":
         return self
@@ -144,7 +251,8 @@ def start_lab(
     ready_timeout: float = 90,
     log=None,
 ) -> LabServer:
-    """Start JupyterLab and return once it answers /api/status.
+    """Start JupyterLab and return once it answers /api/status and has refused the requests it
+    must refuse (InsecureServer, after stopping it, if it did not).
 
     port: None picks 8888 or the next free one. token: None takes
     JUPYTER_TOKEN or makes a random one. log: a file to send the server's
@@ -153,8 +261,10 @@ def start_lab(
     token = token or os.environ.get("JUPYTER_TOKEN") or secrets.token_hex(24)
     port = port or free_port()
     workspaces_dir = tempfile.mkdtemp(prefix="hibernation-lab-workspaces-")
-    env = dict(os.environ, JUPYTER_TOKEN=token)
-    env.pop("JUPYTER_TOKEN_FILE", None)
+    config_dir = write_private_config(token)
+    env = dict(os.environ, JUPYTER_TOKEN=token, JUPYTER_CONFIG_DIR=config_dir)
+    for name in ENV_DROP:
+        env.pop(name, None)
     process = subprocess.Popen(
         lab_command(port, workspaces_dir, notebook),
         cwd=REPO,
@@ -164,9 +274,10 @@ def start_lab(
         stderr=subprocess.STDOUT if log is not None else None,
         start_new_session=True,  # Ctrl-C reaches only us; we stop the server
     )
-    server = LabServer(process, port, token, notebook, workspaces_dir)
+    server = LabServer(process, port, token, notebook, workspaces_dir, config_dir)
     try:
         server.wait_ready(ready_timeout)
+        server.check_secure()
     except BaseException:
         server.stop()
         raise
@@ -199,16 +310,18 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         server = start_lab(args.port, notebook=args.notebook, ready_timeout=args.ready_timeout)
-    except (RuntimeError, TimeoutError) as error:
+    except (RuntimeError, TimeoutError) as error:  # InsecureServer is a RuntimeError
         print(f"error: {error}", file=sys.stderr)
         return 1
 
+    where = ("bound to 127.0.0.1 only" if server.bound_to_host_only()
+             else f"asked to bind to {HOST} only (could not confirm)")
     print(
         "\n"
         "  The lab is running. Open this URL in your browser:\n\n"
         f"    {server.url}\n\n"
         f"  token: {server.token}\n"
-        "  (bound to 127.0.0.1 only; press Ctrl-C to stop)\n",
+        f"  ({where}; press Ctrl-C to stop)\n",
         flush=True,
     )
     if not args.no_browser and has_display():
