@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("fixes", help="list the fixes")
     sw = sub.add_parser("sweep", help="run many seeds and fixes, count the outcomes")
     sw.add_argument("--preset", default="default", help=f"one of: {', '.join(PRESETS)}")
-    sw.add_argument("--fix", action="append", default=None, help="repeatable (default: every fix)")
+    sw.add_argument("--fix", action="append", default=None,
+                    help="repeatable; a fix named twice runs once (default: every fix)")
     sw.add_argument("--seeds", default="0-15", help="e.g. 0-15 or 1,4,9-11")
     sw.add_argument("--jobs", type=int, default=1, help="worker processes (1: run here)")
     sw.add_argument("--json", action="store_true", help="print the records as JSON lines")
@@ -216,8 +217,10 @@ def check_ascii_numbers(parser: argparse.ArgumentParser, argv: Sequence[str]) ->
                 continue
             value = argv[i + 1]
         if not value.isascii():
-            raise ValueError(f"{numeric[name]} {value!r} is not an ASCII number; allowed: the digits 0-9 "
-                             "(and for --inject KIND:CPU@NS, --seeds N, A-B or a comma list)")
+            option = numeric[name]
+            form = {"--inject": " in KIND:CPU@NS, e.g. nmi:1@30000000",
+                    "--seeds": " in N, A-B or a comma list, e.g. 0-15"}.get(option, "")
+            raise ValueError(f"{option} {value!r} is not written in ASCII; allowed: the ASCII digits 0-9{form}")
 
 
 def _dedupe_fixes(args: argparse.Namespace) -> None:
@@ -305,7 +308,9 @@ def _main(argv: Sequence[str] | None = None) -> int:
                                         restore_initcalls=args.restore_initcalls,
                                         image_initcalls=args.image_initcalls).items() if v is not None}
         if args.trace is not None:
-            trace.check_target(args.trace)  # before the run: '' or a FIFO/device is refused at once
+            if not args.trace.strip():
+                raise ValueError(f"--trace {args.trace!r} is empty; allowed: a path to a regular file, e.g. run.json")
+            trace.check_target(args.trace)  # before the run: a FIFO or device is refused at once
         config = Config.from_preset(args.preset, fix=args.fix, cpus=args.cpus,
                                     threads_per_core=args.threads_per_core, nosmt=args.nosmt,
                                     kernel_version=args.kernel_version, ram=args.ram, image=args.image,
