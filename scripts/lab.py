@@ -117,6 +117,19 @@ def write_private_config(token: str) -> str:
     return config_dir
 
 
+def child_env(token: str, config_dir: str, environ: dict | None = None) -> dict:
+    """The server's environment: our config directory first and nothing before it; the user's
+    JupyterLab settings (theme, shortcuts) still come from, and are saved to, the user's own
+    config directory."""
+    env = dict(os.environ if environ is None else environ)
+    user_config = env.get("JUPYTER_CONFIG_DIR") or os.path.join(os.path.expanduser("~"), ".jupyter")
+    env.setdefault("JUPYTERLAB_SETTINGS_DIR", os.path.join(user_config, "lab", "user-settings"))
+    env.update(JUPYTER_TOKEN=token, JUPYTER_CONFIG_DIR=config_dir)
+    for name in ENV_DROP:
+        env.pop(name, None)
+    return env
+
+
 def listening_addresses(pid: int) -> set[str]:
     """The local addresses process `pid` listens on over TCP (empty if this cannot be read)."""
     try:
@@ -262,9 +275,7 @@ def start_lab(
     port = port or free_port()
     workspaces_dir = tempfile.mkdtemp(prefix="hibernation-lab-workspaces-")
     config_dir = write_private_config(token)
-    env = dict(os.environ, JUPYTER_TOKEN=token, JUPYTER_CONFIG_DIR=config_dir)
-    for name in ENV_DROP:
-        env.pop(name, None)
+    env = child_env(token, config_dir)
     process = subprocess.Popen(
         lab_command(port, workspaces_dir, notebook),
         cwd=REPO,

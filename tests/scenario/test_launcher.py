@@ -190,3 +190,13 @@ def test_a_config_that_outranks_ours_is_caught_after_start(tmp_path: Path, monke
     message = str(info.value)
     assert "without the token answered 200" in message
     assert "XSRF" not in message and "attacker.example" not in message and "listens on" not in message
+
+
+def test_server_environment_puts_our_config_dir_first() -> None:
+    env = launcher.child_env("tok", "/private", {"JUPYTER_CONFIG_DIR": "/home/u/cfg", "JUPYTER_CONFIG_PATH": "/x",
+                                                 "JUPYTER_PREFER_ENV_PATH": "1", "JUPYTER_TOKEN_FILE": "/t"})
+    assert env["JUPYTER_CONFIG_DIR"] == "/private" and env["JUPYTER_TOKEN"] == "tok"
+    assert not {"JUPYTER_CONFIG_PATH", "JUPYTER_PREFER_ENV_PATH", "JUPYTER_TOKEN_FILE"} & set(env)
+    # the user's JupyterLab settings (theme, shortcuts) stay where they were
+    assert env["JUPYTERLAB_SETTINGS_DIR"] == "/home/u/cfg/lab/user-settings"
+    assert launcher.child_env("t", "/p", {"JUPYTERLAB_SETTINGS_DIR": "/s"})["JUPYTERLAB_SETTINGS_DIR"] == "/s"
