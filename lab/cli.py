@@ -8,6 +8,7 @@ the reader (`| head -1`) ends quietly with 0; a full one (/dev/full) is an error
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import os
@@ -111,9 +112,24 @@ def _summary_text(s: dict) -> str:
     return "\n".join(lines)
 
 
-def _sweep(args: argparse.Namespace) -> int:
-    from concurrent.futures import ProcessPoolExecutor
+def _ignore_sigint() -> None:  # in pool workers: Ctrl-C is the parent's to handle, once
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
+
+@contextlib.contextmanager
+def _pool(jobs: int):
+    """A process pool whose workers ignore Ctrl-C; on the way out (Ctrl-C included) work not
+    yet started is cancelled instead of awaited."""
+    from concurrent.futures import ProcessPoolExecutor
+    pool = ProcessPoolExecutor(jobs, initializer=_ignore_sigint)
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _sweep(args: argparse.Namespace) -> int:
     from .campaign import parse_seeds, sweep, tally
 
     if not 1 <= args.jobs <= 64:
@@ -124,7 +140,7 @@ def _sweep(args: argparse.Namespace) -> int:
     if args.jobs == 1:
         records = sweep(base, fixes, seeds)
     else:
-        with ProcessPoolExecutor(args.jobs) as pool:
+        with _pool(args.jobs) as pool:
             records = sweep(base, fixes, seeds, pool)
     if args.json:
         for rec in records:
@@ -137,8 +153,6 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from concurrent.futures import ProcessPoolExecutor
-
     from . import compare as cmp
     from .campaign import parse_seeds
 
@@ -160,7 +174,7 @@ def _compare(args: argparse.Namespace) -> int:
     if args.jobs == 1:
         df = cmp.compare(args.preset, args.fix, args.hazard, seeds)
     else:
-        with ProcessPoolExecutor(args.jobs) as pool:
+        with _pool(args.jobs) as pool:
             df = cmp.compare(args.preset, args.fix, args.hazard, seeds, executor=pool)
     print(json.dumps(cmp.to_json(df), sort_keys=True) if args.json else cmp.to_text(df))
     return 0

@@ -84,6 +84,23 @@ def test_ctrl_c_exits_130_with_one_line() -> None:
     assert p.stdout == ""
 
 
+def test_ctrl_c_in_a_parallel_sweep_exits_130_with_one_line() -> None:
+    """Ctrl-C from a terminal reaches the whole process group, pool workers included: still one
+    line and 130 (the workers leave it to the parent). The sweep sends it once work is queued."""
+    code = ("import os, signal, sys\n"
+            "from lab import campaign, cli\n"
+            "real = campaign.sweep\n"
+            "def sweep(base, fixes, seeds, executor=None, progress=None):\n"
+            "    futures = [executor.submit(os.getpid) for _ in range(4)]\n"
+            "    [f.result() for f in futures]\n"
+            "    os.killpg(0, signal.SIGINT)\n"
+            "    return real(base, fixes, seeds, executor)\n"
+            "campaign.sweep = sweep\n"
+            "sys.exit(cli.main(['sweep', '--preset', 'workshop', '--seeds', '0-63', '--jobs', '2']))\n")
+    p = proc([sys.executable, "-c", code], start_new_session=True)
+    assert one_line_error(p, 130, "interrupted") == "python -m lab: interrupted (Ctrl-C)"
+
+
 @pytest.mark.parametrize("entry", list(ENTRY_POINTS))
 def test_closed_stdout_exits_quietly(entry: str) -> None:
     """`... | head -1` where the reader has already gone: no traceback, exit 0."""
