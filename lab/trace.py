@@ -282,6 +282,9 @@ def replay(data: dict[str, Any]) -> tuple["Resume", bool]:
     """Run the trace's configuration again; returns the new run and whether it matches the trace
     (every event, the outcome, the step count and the summary)."""
     from .scenario import Resume
+    if not isinstance(data, dict) or not isinstance(data.get("config"), dict) or not isinstance(data.get("digest"), str):
+        raise ValueError(f"replay needs a trace as trace.load returns it (a dict with 'config' and 'digest'), "
+                         f"got {type(data).__name__}" + (f" with keys {sorted(map(str, data))}" if isinstance(data, dict) else ""))
     r = Resume(config_from(data["config"]))
     r.run()
     same = digest(r.events) == data["digest"]

@@ -137,7 +137,9 @@ def listening_addresses(pid: int) -> set[str]:
     except ImportError:  # pragma: no cover - psutil comes with the lab's environment
         return set()
     try:
-        conns = psutil.Process(pid).net_connections(kind="inet")
+        process = psutil.Process(pid)
+        conns = getattr(process, "net_connections", None) or process.connections  # psutil < 6
+        conns = conns(kind="inet")
     except (psutil.Error, OSError):
         return set()
     return {c.laddr.ip for c in conns if c.status == psutil.CONN_LISTEN}

@@ -309,6 +309,11 @@ def test_odd_trace_content_exits_2(name: str, content, needle: str, good_trace: 
     one_line_error(in_process(["replay", str(path)], capsys), 2, needle)
 
 
+def test_replay_api_refuses_a_dict_that_is_not_a_trace() -> None:
+    with pytest.raises(ValueError, match=r"replay needs a trace .* got dict with keys \[\]"):
+        trace.replay({})
+
+
 # -- fuzz: every single-byte change is detected ------------------------------------------------
 
 @settings(max_examples=200, deadline=None, derandomize=True,
