@@ -452,3 +452,60 @@ def _takes(fn: Callable[..., Any], name: str) -> bool:
 
 def _show(v: Any) -> str:
     return f"{v:#x}" if isinstance(v, int) and not isinstance(v, bool) and v > 4096 else repr(v)
+
+
+# -- the answer key (for instructors) --------------------------------------------------------
+def plain(text: str) -> str:
+    """HTML of a question or solution as plain text."""
+    return html.unescape(re.sub(r"<[^>]+>", "", text))
+
+
+def answer_key(path: str, seed: int | None = None) -> list[tuple[str, str, str]]:
+    """Run the notebook at ``path`` (its code cells, in order, in a fresh namespace) and return
+    (title, question, solution) for every exercise it defines, seeded ones at ``seed``."""
+    import json
+    from pathlib import Path
+
+    nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    ns: dict[str, Any] = {"__name__": "__answer_key__"}
+    found: list[Exercise] = []
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") != "code":
+            continue
+        src = cell.get("source", "")
+        exec(compile("".join(src) if isinstance(src, list) else src, path, "exec"), ns)  # noqa: S102
+        found += [v for v in ns.values() if isinstance(v, Exercise) and all(v is not f for f in found)]
+    rows = []
+    for ex in found:
+        if seed is not None and ex.seeded:
+            ex.seed_box.value = seed
+        title = ex._title_text + (f" (seed {ex.seed})" if ex.seeded else "")
+        rows.append((title, plain(ex.question()), plain(ex.solution_text())))
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m widgets.exercise NOTEBOOK... [--seed N]``: print the answer key."""
+    import argparse
+    import contextlib
+    import io
+
+    p = argparse.ArgumentParser(prog="python -m widgets.exercise",
+                                description="Print the answer key of the lessons' exercises, computed from the model.")
+    p.add_argument("notebooks", nargs="+", help="e.g. notebooks/01-paging.ipynb")
+    p.add_argument("--seed", type=int, default=None, help="the seed of the seeded exercises (a workshop table's number)")
+    args = p.parse_args(argv)
+    for path in args.notebooks:
+        with contextlib.redirect_stdout(io.StringIO()):  # the notebook's own prints
+            rows = answer_key(path, args.seed)
+        print(f"== {path}")
+        for title, question, solution in rows:
+            print(f"{title}: {question}\n    {solution}")
+    return 0
+
+
+if __name__ == "__main__":
+    # run as a script this module is __main__; the notebooks' Exercise is widgets.exercise's
+    from widgets.exercise import main as _main
+
+    raise SystemExit(_main())

@@ -201,3 +201,20 @@ def test_seed_reaches_hints_and_solution():
     assert ex.hint() == "double 3"
     ex.submit("5")
     assert "3 + 3 = 6" in ex.show_solution()
+
+
+# -- the answer key ---------------------------------------------------------------------------
+def test_answer_key_runs_a_notebook_and_lists_its_exercises(capsys):
+    from pathlib import Path
+
+    from widgets.exercise import answer_key, main
+
+    nb = Path(__file__).resolve().parents[2] / "notebooks" / "00-welcome.ipynb"
+    rows = answer_key(str(nb))
+    assert len(rows) >= 3
+    assert all(title.startswith("Exercise") and question and "model's answer" in solution
+               for title, question, solution in rows)
+    assert "<" not in "".join(q for _, q, _ in rows), "questions are printed as plain text"
+    assert main([str(nb)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("== ") and "Exercise 0.1" in out and "272" in out  # PML4 index of the report
