@@ -52,6 +52,16 @@ def test_a_lesson_has_objectives_exercises_checks_and_a_summary(path):
             f"{path.name}: an exercise or check cell shows its code: {source(c)[:60]!r}")
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_a_collapsed_cell_ends_in_a_value(path):
+    """A collapsed cell shows no input prompt; the browser test sees that it ran by its output
+    prompt, which only a value (an exercise widget, a string) gives."""
+    for c in cells(path):
+        if c["cell_type"] == "code" and c.get("metadata", {}).get("jupyter", {}).get("source_hidden"):
+            last = source(c).strip().splitlines()[-1]
+            assert re.match(r"^[A-Za-z_][\w.]*$|^\"", last), f"{path.name}: a collapsed cell ends in {last!r}"
+
+
 def test_the_glossary_defines_the_terms_of_the_issue():
     text = (REPO / "docs" / "glossary.md").read_text(encoding="utf-8")
     defined = " ".join(re.findall(r"^\*\*(.+?)\*\*", text, re.M))

@@ -65,23 +65,16 @@ def ui(page, artifacts, lab_server):
     shut_down_kernels(lab_server)
 
 
-def code_cells(path: Path) -> tuple[int, int]:
-    """(code cells with source, those of them whose input is not collapsed). A collapsed cell
-    shows no input prompt, so Run All's prompt count sees only the visible ones."""
-    nb = json.loads(path.read_text(encoding="utf-8"))
-    cells = [c for c in nb["cells"] if c["cell_type"] == "code" and "".join(c["source"]).strip()]
-    hidden = sum(bool(c.get("metadata", {}).get("jupyter", {}).get("source_hidden")) for c in cells)
-    return len(cells), len(cells) - hidden
-
-
 def open_and_run(ui, server, name: str) -> Path:
     """Open, Run All, then prove in the kernel that every code cell ran: a new cell (run after
     everything Run All queued) prints the kernel's execution count."""
+    from jupyterlab_ui import code_cell_count
+
     path = REPO / "notebooks" / name
-    total, visible = code_cells(path)
+    total = code_cell_count(path)
     ui.open(f"{server.base_url}/lab/tree/notebooks/{name}?token={server.token}", name)
     ui.ensure_kernel()
-    ui.run_all(visible)
+    ui.run_all(total)
     assert ui.errors() == [], f"errors after Run All of {name}"
     out = ui.run_code_in_new_cell("print('RUN-ALL-DONE', get_ipython().execution_count)", "RUN-ALL-DONE")
     ran = int(out.split("RUN-ALL-DONE", 1)[1].split()[0]) - 1  # executions before this cell
