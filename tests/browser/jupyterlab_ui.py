@@ -48,7 +48,9 @@ _KERNEL_STATE_JS = """
 """
 
 # In the page: true when every code cell that has source has run (its prompt
-# shows a number), none is queued or running ([*]) and the kernel is idle;
+# shows a number; for a cell whose input is collapsed, its output prompt, so
+# such a cell must end in a value), none is queued or running ([*]) and the
+# kernel is idle;
 # 'error' as soon as any output shows one of ERROR_MARKERS (Run All stops at
 # the first error, so waiting longer would only time out).
 _RUN_DONE_JS = """
@@ -59,8 +61,15 @@ _RUN_DONE_JS = """
     const text = out.textContent || '';
     if (markers.some((m) => text.includes(m))) return 'error';
   }
-  const prompts = [...panel.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]
-    .map((p) => p.textContent.trim());
+  const prompts = [...panel.querySelectorAll('.jp-CodeCell')].map((cell) => {
+    const input = cell.querySelector('.jp-InputPrompt');
+    const text = input ? input.textContent.trim() : '';
+    if (text || !cell.querySelector('.jp-Placeholder-prompt')) return text;
+    // A collapsed input (metadata jupyter.source_hidden) shows an empty
+    // placeholder prompt; its output prompt carries the execution count.
+    const out = cell.querySelector('.jp-OutputPrompt');
+    return out ? out.textContent.trim() : '';
+  });
   if (prompts.some((p) => p.includes('*'))) return false;
   const done = prompts.filter((p) => /\\[\\d+\\]/.test(p)).length;
   const indicator = panel.querySelector('.jp-Notebook-ExecutionIndicator');
