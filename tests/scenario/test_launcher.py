@@ -57,21 +57,26 @@ def status(method: str, url: str, headers: dict | None = None, body: bytes | Non
 
 
 def read_until(proc: subprocess.Popen, pattern: str, timeout: float) -> str:
-    """The launcher's output up to the first line matching `pattern` (fails at the deadline or
-    if the launcher exits first)."""
+    """The launcher's output up to a line matching `pattern` (fails at the deadline or if the
+    launcher exits first). Reads the pipe's bytes directly: a buffered readline could hold the
+    line we wait for while select() sees nothing more to read."""
+    fd = proc.stdout.fileno()
     sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    seen = ""
+    sel.register(fd, selectors.EVENT_READ)
+    seen = b""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if sel.select(timeout=max(0.0, deadline - time.monotonic())):
-            line = proc.stdout.readline()
-            if not line:
+            chunk = os.read(fd, 65536)
+            if not chunk:
                 break
-            seen += line
-            if re.search(pattern, line):
-                return seen
-    pytest.fail(f"no line matching {pattern!r} (exit code {proc.poll()}); output:\n{seen}")
+            seen += chunk
+            text = seen.decode(errors="replace")
+            if re.search(pattern, text):
+                return text
+    sel.close()
+    pytest.fail(f"no line matching {pattern!r} (exit code {proc.poll()}); output:\n"
+                f"{seen.decode(errors='replace')}")
 
 
 def hostile_env(tmp_path: Path) -> dict:
@@ -95,8 +100,7 @@ def test_hostile_config_cannot_switch_off_auth(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "lab.py"), "--no-browser",
                              "--port", str(port), "--ready-timeout", "150"],
                             cwd=REPO, env=hostile_env(tmp_path), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         out = read_until(proc, r"press Ctrl-C to stop", timeout=200)
         url = re.search(r"(http://127\.0\.0\.1:\d+/lab/tree/\S+\?token=(\w+))", out)
