@@ -123,12 +123,32 @@ def test_hostile_config_cannot_switch_off_auth(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
     finally:
-        try:  # the whole group: the launcher and anything it left behind
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
+        stop_launcher(proc)
+
+
+def stop_launcher(proc: subprocess.Popen) -> None:
+    """Stop the launcher and everything it started, whatever state the test left it in. The
+    JupyterLab server runs in a session (process group) of its own, so a failed test must reach it
+    too: SIGTERM first (the launcher then stops the server), then SIGKILL to every group."""
+    import psutil
+
+    try:
+        groups = {proc.pid} | {os.getpgid(c.pid) for c in psutil.Process(proc.pid).children(recursive=True)}
+    except (psutil.Error, ProcessLookupError):
+        groups = {proc.pid}
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
             pass
-        proc.wait(timeout=30)
-        proc.stdout.close()
+    for group in groups:
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    proc.wait(timeout=30)
+    proc.stdout.close()
 
 
 class _Open(http.server.BaseHTTPRequestHandler):
