@@ -237,15 +237,24 @@ def check_ascii_numbers(parser: argparse.ArgumentParser, argv: Sequence[str]) ->
             raise ValueError(f"{option} {value!r} is not written in ASCII; allowed: the ASCII digits 0-9{form}")
 
 
-def _dedupe_fixes(args: argparse.Namespace) -> None:
-    """A fix given twice to sweep or compare runs once (the first place it was named)."""
+def check_args(args: argparse.Namespace) -> None:
+    """Checks after parsing, before any work: a fix named twice to sweep or compare runs once (the
+    first place it was named); --trace must name a file that can be replaced, never '' or a FIFO
+    or device (refused at once, not after the run)."""
     if getattr(args, "fix", None) and isinstance(args.fix, list):
         args.fix = list(dict.fromkeys(args.fix))
+    path = getattr(args, "trace", None)
+    if path is not None:
+        if not path.strip():
+            raise ValueError(f"--trace {path!r} is empty; allowed: a path to a regular file, e.g. run.json")
+        trace.check_target(path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line, for `python -m lab` and the `hibernation-lab` entry point alike: Ctrl-C
     exits 130 with one line, a closed stdout exits quietly, a full one exits 2 with one line."""
+    if sys.stdout is None:  # started with stdout closed (`>&-`): what would be printed is dropped
+        sys.stdout = open(os.devnull, "w")
     try:
         try:
             code = _main(argv)
@@ -287,11 +296,11 @@ def _main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         check_ascii_numbers(parser, argv)
+        args = parser.parse_args(argv)
+        check_args(args)
     except ValueError as exc:
         print(f"python -m lab: error: {exc}", file=sys.stderr)
         return 2
-    args = parser.parse_args(argv)
-    _dedupe_fixes(args)
     try:
         if args.command == "presets":
             for name, (text, _) in PRESETS.items():
@@ -321,10 +330,6 @@ def _main(argv: Sequence[str] | None = None) -> int:
                                         kernel_text_pages=args.kernel_text_pages,
                                         restore_initcalls=args.restore_initcalls,
                                         image_initcalls=args.image_initcalls).items() if v is not None}
-        if args.trace is not None:
-            if not args.trace.strip():
-                raise ValueError(f"--trace {args.trace!r} is empty; allowed: a path to a regular file, e.g. run.json")
-            trace.check_target(args.trace)  # before the run: a FIFO or device is refused at once
         config = Config.from_preset(args.preset, fix=args.fix, cpus=args.cpus,
                                     threads_per_core=args.threads_per_core, nosmt=args.nosmt,
                                     kernel_version=args.kernel_version, ram=args.ram, image=args.image,

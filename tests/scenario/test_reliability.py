@@ -114,6 +114,15 @@ def test_closed_stdout_exits_quietly(entry: str) -> None:
     assert p.stderr == ""
 
 
+@pytest.mark.parametrize("entry", list(ENTRY_POINTS))
+def test_stdout_closed_from_the_start_exits_quietly(entry: str) -> None:
+    """`python -m lab fixes >&-`: no stdout at all (sys.stdout is None)."""
+    p = proc([*ENTRY_POINTS[entry], "fixes"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+             preexec_fn=lambda: os.close(1))
+    assert p.returncode == 0, p.stderr
+    assert p.stderr == ""
+
+
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 @pytest.mark.parametrize("entry", list(ENTRY_POINTS))
 def test_full_stdout_exits_2_with_one_line(entry: str) -> None:
