@@ -274,7 +274,8 @@ class TimelineView(ipw.VBox):
         end = next((t / 1e6 for t in fault_t if t >= wake_t[-1]), now)
         width = max(end - start, MIN_WINDOW_SHARE * now)
         pad = 0.35 * width
-        return max(0.0, start - pad), min(now * 1.02, end + pad)
+        hi = min(now * 1.02, end + pad)
+        return max(0.0, hi - width - 2 * pad), hi
 
     def _apply_zoom(self, force: bool = False) -> tuple[float, float]:
         lo, hi = self.window()

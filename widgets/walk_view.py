@@ -238,7 +238,7 @@ class WalkView(ipw.VBox):
             return f"pending: the copy will write {new} ({row.image_role or 'image page'}); now {row.entry:#x}"
         if row.status == "restored":
             if row.mark == "overwritten":
-                return (f"OVERWRITTEN by the copy: before {old} ({row.restore_role or '?'}) -> after "
+                return (f"OVERWRITTEN by the copy: before {old} ({row.restore_role or 'no role in the restore kernel'}) -> after "
                         f"{row.entry:#x} ({row.image_role or 'image data'})")
             return f"restored with the image's own {row.image_role or 'page'}: before {old} -> after {row.entry:#x}"
         if row.status == "direct":
