@@ -9,7 +9,7 @@ import ipywidgets as ipw
 
 from lab.scenario import CpuView, Resume
 
-from ._common import STATE_STYLES, MessageBox, check_int, guarded, state_color, state_label
+from ._common import MessageBox, check_int, guarded, state_color, state_label
 
 
 def _frame_role(resume: Resume, paddr: int | None) -> str:
@@ -64,15 +64,13 @@ class CpuCard(ipw.VBox):
         if v == self.view:
             return False
         label = state_label(v.state, v.cstate)
-        short = STATE_STYLES.get(label, ("", "", label))[2]
         online = "online" if v.online else "offline"
         self.header.value = (f'<b>CPU {v.id}</b> <span class="lab-state lab-state-{html.escape(v.state)}" '
                              f'style="background:{state_color(label)}{";color:#fff" if label == "off" else ""}"'
                              f' title="{html.escape(label)}">{html.escape(label)}</span>')
         wk = resume.wake_counts(v.id)
-        self.summary.value = (f'<span class="lab-note" title="{html.escape(v.symbol)}">{online}, '
-                              f'{html.escape(short)}<br>wake-ups {wk["total"]} (sleep {wk["from_sleep"]}, '
-                              f'SIPI {wk["sipi"]})</span>')
+        self.summary.value = (f'<span class="lab-note" title="{online} | {html.escape(v.symbol)}">'
+                              f'wake-ups {wk["total"]} (sleep {wk["from_sleep"]}, SIPI {wk["sipi"]})</span>')
         cr3 = f"{v.cr3:#x} ({html.escape(_frame_role(resume, v.cr3))})" if v.cr3 is not None else "none (paging off)"
         armed = (f"{v.armed_line:#x} ({html.escape(_frame_role(resume, v.armed_line))})"
                  if v.armed_line is not None else "none")

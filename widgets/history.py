@@ -69,11 +69,15 @@ class Replay:
     def _build(self) -> None:
         self._spare = self.factory()
 
-    def take(self) -> "Resume":
-        """A fresh run (the spare if one is ready or being built)."""
+    def wait(self) -> None:
+        """Wait until the spare run being built is ready."""
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+
+    def take(self) -> "Resume":
+        """A fresh run (the spare if one is ready or being built)."""
+        self.wait()
         r = self._spare if self._spare is not None else self.factory()
         self._spare = None
         return r

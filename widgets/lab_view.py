@@ -69,9 +69,11 @@ class ResumeLab(ipw.VBox):
         self._title(r)
         self.stepper.listeners.append(self._on_step)
         self.tabs = ipw.Tab([self.cards.detail_box, self.memmap, self.stepper.events_html, self.stepper.breakpoints_box,
-                             self.timeline.progress_bokeh], layout=ipw.Layout(height="250px", overflow="auto"))
+                             self.timeline.progress_bokeh], layout=ipw.Layout(height="215px", overflow="auto"))
         for i, name in enumerate(("CPU detail", "Memory map", "Events", "Breakpoints", "Copy progress")):
             self.tabs.set_title(i, name)
+        self.tabs.observe(lambda _c: self._sync_hidden(), names="selected_index")
+        self._sync_hidden()
         left = ipw.VBox([self.cards, self.tabs], layout=ipw.Layout(flex="1 1 46%", min_width="430px"))
         right = ipw.VBox([self.walk], layout=ipw.Layout(flex="1 1 54%", min_width="480px", overflow="auto"))
         right.add_class("lab-walk-pane")
@@ -126,9 +128,26 @@ class ResumeLab(ipw.VBox):
     def _show_frame(self, pfn: int) -> None:
         self.walk.show(va=direct_va(pfn))
 
+    def _sync_hidden(self) -> None:
+        """The memory map and the copy's progress are drawn only while their tab is shown (a
+        hidden Bokeh figure would still be redrawn by the browser on every step)."""
+        shown = self.tabs.selected_index
+        self.memmap.live = shown == 1
+        self.timeline.progress_live = shown == 4
+        if shown == 1:
+            self.memmap.update(self.resume)
+        if shown == 4:
+            self.timeline.send_progress()
+
     def check(self) -> list[str]:
-        """Mismatches between what the views show and what the model says (empty: all agree)."""
+        """Mismatches between what the views show and what the model says (empty: all agree);
+        the views in hidden tabs are brought up to date first."""
         r = self.resume
+        live = self.memmap.live, self.timeline.progress_live
+        self.memmap.live = self.timeline.progress_live = True
+        self.memmap.update(r)
+        self.timeline.send_progress()
+        self.memmap.live, self.timeline.progress_live = live
         bad: list[str] = []
         for name, view in (("cards", self.cards), ("walk", self.walk), ("memmap", self.memmap),
                            ("timeline", self.timeline)):

@@ -112,6 +112,7 @@ class MemoryMapView(ipw.VBox):
         self.info.add_class("lab-memmap-info")
         self.message = MessageBox()
         self._split: tuple[np.ndarray, np.ndarray] | None = None
+        self.live = True  # False while hidden: update() only remembers the resume
         self.bokeh: BokehModel | None = None
         self.bind(resume)
         # after the first update: the widget's render bundle is what a new view draws, and
@@ -142,6 +143,8 @@ class MemoryMapView(ipw.VBox):
     @guarded("message")
     def update(self, resume: Resume) -> None:
         self.resume = resume
+        if not self.live and self.map is not None:
+            return  # hidden (ResumeLab's tab): brought up to date when shown
         old = self.map
         mm = self.map = memmap.refresh(resume, old, self.bins)
         rebuilt = mm is not old
@@ -153,26 +156,43 @@ class MemoryMapView(ipw.VBox):
             self.changed.data = dict(left=[], right=[], bottom=[], top=[])
             self._header(resume)
             return
-        moved = np.flatnonzero(restored != self._split[1]) if self._split is not None and not rebuilt else []
+        moved = np.flatnonzero(restored != self._split[1]) if self._split is not None and not rebuilt else None
         g = self._geometry
-        self.changed.data = {k: g[k][moved] for k in ("left", "right", "bottom", "top")}
+        self.changed.data = {k: g[k][moved if moved is not None else []] for k in ("left", "right", "bottom", "top")}
         self._split = (pending, restored)
         disp = mm.display(pending, restored)
         has = mm.pblist_total > 0
-        copy = self._copy_text.astype(object)
-        for b in np.flatnonzero(has).tolist():
-            copy[b] = f"{pending[b]} pending, {restored[b]} restored"
-        data = dict(self._geometry)
-        data.update(color=_COLORS[disp], hatch=_HATCHES[disp], label=_LABELS[disp], range=self._range_text,
-                    roles=self._roles_text, copy=copy.astype(str), contents=self._contents,
-                    pending=pending, restored=restored, bin=np.arange(mm.nbins))
-        self.cells.data = data
         frac = np.where(has, restored / np.maximum(mm.pblist_total, 1), 0.0)
-        g = self._geometry
         idx = np.flatnonzero(has)
-        self.progress.data = dict(left=g["left"][idx], right=g["left"][idx] + 0.9 * frac[idx],
-                                  bottom=g["bottom"][idx], top=g["bottom"][idx] + 0.25)
+        if moved is not None and len(self.cells.data["bin"]) == mm.nbins:
+            self._patch(moved, disp, pending, restored, frac)
+        else:
+            copy = self._copy_text.astype(object)
+            for b in idx.tolist():
+                copy[b] = f"{pending[b]} pending, {restored[b]} restored"
+            data = dict(g)
+            data.update(color=_COLORS[disp], hatch=_HATCHES[disp], label=_LABELS[disp], range=self._range_text,
+                        roles=self._roles_text, copy=copy.astype("<U64"), contents=self._contents,
+                        pending=pending, restored=restored, bin=np.arange(mm.nbins))
+            self.cells.data = data
+            self._progress_index = {int(b): i for i, b in enumerate(idx.tolist())}
+            self.progress.data = dict(left=g["left"][idx], right=g["left"][idx] + 0.9 * frac[idx],
+                                      bottom=g["bottom"][idx], top=g["bottom"][idx] + 0.25)
         self._header(resume)
+
+    def _patch(self, moved: np.ndarray, disp: np.ndarray, pending: np.ndarray, restored: np.ndarray,
+               frac: np.ndarray) -> None:
+        """Send only the bins the copy moved in (a step changes one or two of 1024): a Bokeh
+        patch instead of the whole source, so the browser has little to decode."""
+        bins = moved.tolist()
+        self.cells.patch({
+            "color": [(b, str(_COLORS[disp[b]])) for b in bins], "hatch": [(b, str(_HATCHES[disp[b]])) for b in bins],
+            "label": [(b, str(_LABELS[disp[b]])) for b in bins],
+            "copy": [(b, f"{pending[b]} pending, {restored[b]} restored") for b in bins],
+            "pending": [(b, int(pending[b])) for b in bins], "restored": [(b, int(restored[b])) for b in bins]})
+        left = self._geometry["left"]
+        self.progress.patch({"right": [(self._progress_index[b], float(left[b] + 0.9 * frac[b])) for b in bins
+                                       if b in self._progress_index]})
 
     def _static(self, mm: memmap.MemoryMap) -> None:
         b = np.arange(mm.nbins)
@@ -240,6 +260,10 @@ class MemoryMapView(ipw.VBox):
         return pfn
 
     def check(self, resume: Resume) -> list[str]:
+        """Mismatches with the model (the map is brought up to date first if hidden)."""
+        live, self.live = self.live, True
+        self.update(resume)
+        self.live = live
         bad = []
         mm = memmap.refresh(resume, self.map, self.bins)
         d = self.cells.data

@@ -60,9 +60,9 @@ class TimelineView(ipw.VBox):
         size = dict(sizing_mode="stretch_width") if width is None else dict(width=width)
         # explicit ranges: auto ranges over zero-width data (everything at t=0) make BokehJS
         # warn "could not set initial ranges"
-        lanes = figure(height=84 + 28 * n, tools="xpan,xwheel_zoom,box_zoom,reset", toolbar_location="right",
+        lanes = figure(height=56 + 26 * n, tools="xpan,xwheel_zoom,box_zoom,reset", toolbar_location="right",
                        x_axis_label="t (ms): CPU run states over simulated time",
-                       x_range=Range1d(0, 1), y_range=Range1d(n - 0.5, -1.6), min_border_right=10, **size)
+                       x_range=Range1d(0, 1), y_range=Range1d(n - 0.5, -2.2), min_border_right=10, **size)
         lanes.ygrid.visible = False
         r_lanes = lanes.quad(left="left", right="right", bottom="bottom", top="top", fill_color="color",
                              hatch_pattern="hatch", hatch_color="#000000", hatch_alpha=0.55, hatch_scale=8,
@@ -92,9 +92,9 @@ class TimelineView(ipw.VBox):
             items.append(LegendItem(label=label, renderers=[g]))
         items += [LegendItem(label="wake-up", renderers=[r_wakes]), LegendItem(label="table overwritten", renderers=[r_over]),
                   LegendItem(label="fault", renderers=[r_faults])]
-        self.legend = Legend(items=items, orientation="horizontal", location="top_left", label_text_font_size="8pt",
-                             glyph_width=16, glyph_height=12, spacing=4, padding=2, margin=2, nrows=2)
-        lanes.add_layout(self.legend, "above")
+        self.legend = Legend(items=items, location="top_left", label_text_font_size="8pt", label_height=10,
+                             glyph_width=14, glyph_height=10, spacing=0, padding=2, margin=2, ncols=2)
+        lanes.add_layout(self.legend, "right")
         prog = figure(height=150, tools="", toolbar_location=None, x_range=Range1d(0, 1),
                       title="the copy: pages written back to their frames", x_axis_label="t (ms)",
                       y_axis_label="pages", y_range=Range1d(0, 1), **size)
@@ -103,11 +103,12 @@ class TimelineView(ipw.VBox):
         prog.add_layout(self.total_line)
         self.lanes_figure, self.progress_figure = lanes, prog
         self.message = MessageBox()
-        self.zoom = ipw.ToggleButtons(options=list(ZOOMS), value=zoom, description="timeline",
+        self.zoom = ipw.ToggleButtons(options=list(ZOOMS), value=zoom,
                                       tooltips=["the last wake-up to the fault after it, widened", "from t = 0 to now"],
                                       style={"button_width": "110px"})
         self.zoom.observe(lambda _c: self._apply_zoom(force=True), names="value")
         self._range_key: tuple | None = None
+        self.progress_live = True  # False: the progress figure is hidden; send_progress() when shown
         self.bind(resume)
         # after the first update: the widget's render bundle is what a new view draws, and
         # patches sent before any view exists are lost
@@ -143,7 +144,7 @@ class TimelineView(ipw.VBox):
         self.lanes_figure.yaxis.major_label_overrides = {i: f"cpu{i}" for i in ticks}
         self.total_line.location = len(resume.loaded.pblist)
         self.progress_figure.y_range.end = max(1, len(resume.loaded.pblist)) * 1.05
-        self.lanes_figure.y_range.start, self.lanes_figure.y_range.end = n - 0.5, -1.6
+        self.lanes_figure.y_range.start, self.lanes_figure.y_range.end = n - 0.5, -2.2
         self.update(resume)
 
     def _transition(self, cpu: int, t: int, label: str) -> None:
@@ -248,18 +249,23 @@ class TimelineView(ipw.VBox):
                     text["x"].append((a + b) / 2)
                     text["y"].append(c)
                     text["text"].append(label)
-        self.lanes.data = rows
-        self.lane_text.data = text
+        send(self.lanes, rows)
+        send(self.lane_text, text)
         for src, items in ((self.wakes, self._wakes), (self.faults, self._faults), (self.overwrites, self._overwrites)):
-            src.data = dict(x=[t / 1e6 for t, _, _ in items], y=[c for _, c, _ in items], text=[s for _, _, s in items])
+            send(src, dict(x=[t / 1e6 for t, _, _ in items], y=[c for _, c, _ in items], text=[s for _, _, s in items]))
         n = len(self.segments)
-        self.phases.data = dict(x=[t / 1e6 for t, _ in self._phases], y0=[-0.5] * len(self._phases),
-                                y1=[n - 0.5] * len(self._phases),
-                                ty=[-0.75 - 0.4 * r for r in label_rows(self._phases, lo, hi)],
-                                name=[p for _, p in self._phases])
+        send(self.phases, dict(x=[t / 1e6 for t, _ in self._phases], y0=[-0.5] * len(self._phases),
+                               y1=[n - 0.5] * len(self._phases),
+                               ty=[-0.8 - 0.55 * r for r in label_rows(self._phases, lo, hi)],
+                               name=[p for _, p in self._phases]))
+        if self.progress_live:
+            self.send_progress()
+
+    def send_progress(self) -> None:
+        """Draw the copy's progress (ResumeLab calls it only while its tab is shown)."""
         pts = np.asarray(self._points, dtype=np.float64).reshape(-1, 2)
-        self.progress.data = dict(t=pts[:, 0] / 1e6, copied=pts[:, 1])
-        self.progress_figure.x_range.end = max(now, 1) / 1e6 * 1.02
+        send(self.progress, dict(t=(pts[:, 0] / 1e6).tolist(), copied=pts[:, 1].tolist()))
+        self.progress_figure.x_range.end = max(self.resume.now, 1) / 1e6 * 1.02
 
     def window(self) -> tuple[float, float]:
         """The x range (ms) the zoom asks for: the whole run, or the last wake-up to the first
@@ -292,6 +298,8 @@ class TimelineView(ipw.VBox):
         return {c: segs[-1][2] for c, segs in self.segments.items()}
 
     def check(self, resume: Resume) -> list[str]:
+        """Mismatches with the model (the progress is brought up to date first if hidden)."""
+        self.send_progress()
         bad = []
         for c, label in self.current_labels().items():
             v = resume.cpu(c)
@@ -321,3 +329,16 @@ def label_rows(phases: list[tuple[int, str]], lo: float, hi: float, px: int = PL
             ends[row] = x + w
         out.append(row)
     return out
+
+
+def send(src: ColumnDataSource, data: dict[str, list]) -> None:
+    """Give ``src`` ``data`` with as little for the browser as possible: nothing when equal, a
+    patch of the rows that differ when the columns keep their lengths, else the whole data."""
+    old = src.data
+    if set(old) == set(data) and all(len(old[k]) == len(v) for k, v in data.items()):
+        patch = {k: [(i, x) for i, (x, y) in enumerate(zip(v, old[k])) if x != y] for k, v in data.items()}
+        patch = {k: v for k, v in patch.items() if v}
+        if patch:
+            src.patch(patch)
+        return
+    src.data = data

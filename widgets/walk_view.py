@@ -55,7 +55,7 @@ class WalkView(ipw.VBox):
         if cpu is not None:
             check_int("cpu", cpu, 0, n - 1)
         self.cpu_select = ipw.Dropdown(options=[(f"cpu{i}", i) for i in range(n)], description="CPU",
-                                       layout=ipw.Layout(width="130px"))
+                                       layout=ipw.Layout(width="150px"))
         self.address = ipw.Text(description="VA", continuous_update=False, layout=ipw.Layout(width="260px"),
                                 placeholder="hex, e.g. 0xffff8800ba800010")
         self.walk_button = ipw.Button(description="Walk", tooltip="walk the address on the chosen CPU", layout=ipw.Layout(width="auto"))
@@ -195,7 +195,7 @@ class WalkView(ipw.VBox):
     def render(self, w: Walk | None, rows: list[WalkRow], info: str) -> str:
         if w is None:
             return f'<table><tr><td class="lab-note">{html.escape(info)}</td></tr></table>'
-        head = ("<tr><th>level</th><th>table frame</th><th>index</th><th>entry now</th><th>decoded</th>"
+        head = ("<tr><th>level</th><th>table frame</th><th>index</th><th>entry now</th>"
                 "<th>the copy: before -> after</th></tr>")
         body = []
         for row in rows:
@@ -207,13 +207,14 @@ class WalkView(ipw.VBox):
             body.append(
                 f'<tr class="{cls}"><td>{LEVELS[row.level]}</td>'
                 f"<td>{row.table >> 12:#x}<br><small>{html.escape(role)}</small></td>"
-                f"<td>{row.index}</td><td>{row.entry:#018x}</td><td>{html.escape(row.decoded)}</td>"
+                f"<td>{row.index}</td><td title=\"{html.escape(row.decoded)}\">{row.entry:#018x}<br>"
+                f"<small>{html.escape(row.decoded.split(' -> ')[-1])}</small></td>"
                 f"<td>{html.escape(self._restore_text(row))}</td></tr>")
         last = rows[-1].level if rows else -1
         for level in range(last + 1, 4):
             why = "not reached: the walk stopped above" if w.fault is not None else \
                 "none: a large page ends the walk above"
-            body.append(f'<tr class="lab-walk-unreached"><td>{LEVELS[level]}</td><td colspan="5">{why}</td></tr>')
+            body.append(f'<tr class="lab-walk-unreached"><td>{LEVELS[level]}</td><td colspan="4">{why}</td></tr>')
         if w.fault is not None:
             foot = f"<b>{html.escape(w.fault.describe())}</b>"
         else:
@@ -225,7 +226,7 @@ class WalkView(ipw.VBox):
                 foot += f", {fv.restore_role or 'no named role'}; {fv.status}"
             except ValueError:
                 foot += ", not RAM"
-        return (f"<table>{head}{''.join(body)}<tr><td colspan='6'>{foot}</td></tr></table>")
+        return (f"<table>{head}{''.join(body)}<tr><td colspan='5'>{foot}</td></tr></table>")
 
     @staticmethod
     def _restore_text(row: WalkRow) -> str:

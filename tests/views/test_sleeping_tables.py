@@ -92,6 +92,7 @@ def test_step_to_the_overwrite_shows_before_after_and_time(stopped: widgets.Resu
     # the timeline marks it on the CPU's lane, the memory map marks the frame's bin
     ov = lab.timeline.overwrites.data
     assert (ev.t / 1e6, cpu) in list(zip(ov["x"], ov["y"]))
+    lab.tabs.selected_index = 1  # the memory map is drawn while its tab is shown
     b = lab.memmap.map.bin_of(ev.data["pfn"])
     marks = lab.memmap.marks.data
     assert (b % memory_map.COLUMNS + 0.5, -(b // memory_map.COLUMNS) - 0.5) in list(zip(marks["x"], marks["y"]))
