@@ -41,6 +41,7 @@ class CpuCard(ipw.VBox):
     def __init__(self, cpu: int) -> None:
         self.cpu = cpu
         self.view: CpuView | None = None
+        self._detail_of: CpuView | None = None
         self.header = ipw.HTML()
         self.summary = ipw.HTML()
         self.info = ipw.HTML()
@@ -59,9 +60,10 @@ class CpuCard(ipw.VBox):
     def faulted(self) -> bool:
         return "lab-cpu-faulted" in self._dom_classes
 
-    def update(self, v: CpuView, resume: Resume) -> bool:
-        """Show ``v``; returns whether anything changed."""
-        if v == self.view:
+    def update(self, v: CpuView, resume: Resume, detail: bool = True) -> bool:
+        """Show ``v``; returns whether anything changed.  The detail (``info``, ``listing``) is
+        rendered only with ``detail`` (the selected card: the others are not on screen)."""
+        if v == self.view and (not detail or self._detail_of == v):
             return False
         label = state_label(v.state, v.cstate)
         online = "online" if v.online else "offline"
@@ -71,6 +73,12 @@ class CpuCard(ipw.VBox):
         wk = resume.wake_counts(v.id)
         self.summary.value = (f'<span class="lab-note" title="{online} | {html.escape(v.symbol)}">'
                               f'wake-ups {wk["total"]} (sleep {wk["from_sleep"]}, SIPI {wk["sipi"]})</span>')
+        changed = v != self.view
+        self.view = v
+        self._oops(v)
+        if not detail:
+            return changed
+        self._detail_of = v
         cr3 = f"{v.cr3:#x} ({html.escape(_frame_role(resume, v.cr3))})" if v.cr3 is not None else "none (paging off)"
         armed = (f"{v.armed_line:#x} ({html.escape(_frame_role(resume, v.armed_line))})"
                  if v.armed_line is not None else "none")
@@ -79,14 +87,15 @@ class CpuCard(ipw.VBox):
                            f"monitor armed on {armed} | TLB entries {v.tlb_entries} | "
                            f"wake-ups {v.wakeups} | RIP {v.rip:#x}</span>")
         self.listing.value = render_listing(v.listing, v.rip)
+        return changed
+
+    def _oops(self, v: CpuView) -> None:
         if v.oops:
             self.oops.value = '<pre class="lab-oops-text">' + html.escape(v.oops) + "</pre>"
             self.add_class("lab-cpu-faulted")
         else:
             self.oops.value = ""
             self.remove_class("lab-cpu-faulted")
-        self.view = v
-        return True
 
 
 class CpuCards(ipw.VBox):
@@ -139,6 +148,8 @@ class CpuCards(ipw.VBox):
         cpu = check_int("cpu", cpu, 0, len(self.cards) - 1)
         self.selected = cpu
         card = self.cards[cpu]
+        if card.view is not None:
+            card.update(card.view, self.resume)
         for c in self.cards:
             (c.add_class if c is card else c.remove_class)("lab-cpu-selected")
         self.detail.children = [card.info, card.oops, card.listing]
@@ -148,7 +159,7 @@ class CpuCards(ipw.VBox):
     @guarded("message")
     def update(self, resume: Resume) -> None:
         for card in self.cards:
-            changed = card.update(resume.cpu(card.cpu), resume)
+            changed = card.update(resume.cpu(card.cpu), resume, detail=card.cpu == self.selected)
             (card.add_class if changed else card.remove_class)("lab-changed")
 
     def check(self, resume: Resume) -> list[str]:

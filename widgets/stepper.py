@@ -277,6 +277,7 @@ class Stepper(ipw.VBox):
         new = self.replay.at_step(n)
         self._swap(new)
         self.changed = []
+        self.goto.value = min(new.steps, self.goto.max)
         self.message.show(f"Back at step {new.steps} (the run replayed from the start: it is deterministic).")
         self._after(reset=True)
 
@@ -377,6 +378,5 @@ class Stepper(ipw.VBox):
         self.status.value = f"{html.escape(self.status_text())}"
         # the one step counter: the model's step number (Step back and Go to step move it too)
         self.count.value = f'<b title="model step (scheduler steps run)">step {r.steps}</b>&nbsp;|&nbsp;'
-        self.goto.value = min(r.steps, self.goto.max)
         lines = [describe_event(e, r) for e in self.last_events()]
         self.events_html.value = "<pre>" + html.escape("\n".join(lines) or "(no events yet)") + "</pre>"

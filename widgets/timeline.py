@@ -67,7 +67,7 @@ class TimelineView(ipw.VBox):
         r_lanes = lanes.quad(left="left", right="right", bottom="bottom", top="top", fill_color="color",
                              hatch_pattern="hatch", hatch_color="#000000", hatch_alpha=0.55, hatch_scale=8,
                              line_color="#000000", line_width=0.5, source=self.lanes)
-        lanes.text(x="x", y="y", text="text", text_font_size="8pt", text_align="center", text_baseline="middle",
+        lanes.text(x="x", y="y", text="text", text_font_size="8pt", text_align="left", text_baseline="middle",
                    text_color="#000000", background_fill_color="#ffffff", background_fill_alpha=0.8,
                    source=self.lane_text)
         lanes.segment(x0="x", x1="x", y0="y0", y1="y1", line_color="#555555", line_dash="dashed",
@@ -245,8 +245,8 @@ class TimelineView(ipw.VBox):
                 rows["start"].append(round(start / 1e6, 6))
                 rows["end"].append(round(stop / 1e6, 6))
                 a, b = max(start / 1e6, lo), min(stop / 1e6, hi)
-                if b - a >= min_w:
-                    text["x"].append((a + b) / 2)
+                if b - a >= min_w:  # at the segment's left: a fixed place, sent once
+                    text["x"].append(a + 0.01 * (hi - lo))
                     text["y"].append(c)
                     text["text"].append(label)
         send(self.lanes, rows)
@@ -271,16 +271,17 @@ class TimelineView(ipw.VBox):
         """The x range (ms) the zoom asks for: the whole run, or the last wake-up to the first
         fault after it (or to now), widened to MIN_WINDOW_SHARE of the run at least."""
         now = max(self.resume.now, 1) / 1e6
-        whole = (0.0, now * 1.02)
+        whole = (0.0, nice_ceil(now * 1.02))
         if self.zoom.value == "whole run" or not self._wakes:
             return whole
         fault_t = [t for t, _, _ in self._faults]
         wake_t = [t for t, _, _ in self._wakes if not fault_t or t <= fault_t[0]] or [self._wakes[-1][0]]
         start = wake_t[-1] / 1e6
-        end = next((t / 1e6 for t in fault_t if t >= wake_t[-1]), now)
+        end = next((t / 1e6 for t in fault_t if t >= wake_t[-1]), None)
+        end = nice_ceil(now) if end is None else end
         width = max(end - start, MIN_WINDOW_SHARE * now)
         pad = 0.35 * width
-        hi = min(now * 1.02, end + pad)
+        hi = min(nice_ceil(now * 1.02), end + pad)
         return max(0.0, hi - width - 2 * pad), hi
 
     def _apply_zoom(self, force: bool = False) -> tuple[float, float]:
@@ -342,3 +343,12 @@ def send(src: ColumnDataSource, data: dict[str, list]) -> None:
             src.patch(patch)
         return
     src.data = data
+
+
+def nice_ceil(x: float) -> float:
+    """``x`` rounded up to two significant digits: the time axis's end moves in steps of a
+    few percent, not on every step (each change is a message to the browser)."""
+    if x <= 0:
+        return 1.0
+    step = 10 ** (np.floor(np.log10(x)) - 1)
+    return float(np.ceil(x / step) * step)
