@@ -1,11 +1,13 @@
 """Time travel and breakpoints for the stepper.
 
 Going back is **replay**: a run is deterministic (one seeded generator, lab.trace), so the run
-at step N is a fresh run of the same configuration stepped N times.  A fresh run is kept ready
-(``Replay.spare``, built in a background thread after each use, 0.6 s on report-2016), so a
-step back costs only stepping the spare forward to N (the model alone, about 0.3 ms a step:
-at most 0.4 s for the whole report-2016 run) plus the views' redraw.  Checkpoints were measured
-and rejected: a deep copy of a Resume takes 1.3 s, longer than the replay it would save.
+at step N is a fresh run of the same configuration stepped N times.  A spare run is built in a
+background thread (0.6 s on report-2016) and stepped along one step behind the live run after
+every action (at most FOLLOW_BUDGET_S an action: a Step pays one more model step), so a step
+back costs a step of the model plus the views' redraw; "go to step N" before the spare costs a
+fresh run stepped to N (about 0.3 ms a step: 0.4 s for the whole report-2016 run, plus the
+0.6 s build).  Checkpoints were measured and rejected: a deep copy of a Resume takes 1.3 s,
+longer than the replay it would save.
 
 ``state_digest(resume)`` is a SHA-256 over what the state is (clock, steps, CPUs, memory,
 events, watched frames): equal digests after "step back" and after stepping forward to the
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
@@ -47,8 +50,19 @@ def state_digest(r: "Resume") -> str:
     return h.hexdigest()
 
 
+#: the most an action spends stepping the spare run along (a Step costs one step of it)
+FOLLOW_BUDGET_S = 0.25
+
+
 class Replay:
-    """Builds runs with ``factory`` and brings one to step N by stepping a fresh run."""
+    """Builds runs with ``factory`` and brings one to step N by stepping a fresh run.
+
+    The spare run is built in a background thread; the main thread then steps it along behind
+    the live run (``follow``, after every action), so a step back costs a step or two and "go
+    to step N" only the steps from the spare's step to N (a fresh run when N is before it).
+    Only the build runs in the thread: stepping two runs at once in two threads made one of
+    them diverge (some state of the model is shared between runs), so the runs are stepped in
+    the main thread only."""
 
     def __init__(self, factory: Callable[[], "Resume"], background: bool = True) -> None:
         self.factory = factory
@@ -75,16 +89,29 @@ class Replay:
             self._thread.join()
             self._thread = None
 
-    def take(self) -> "Resume":
-        """A fresh run (the spare if one is ready or being built)."""
+    def follow(self, steps: int, budget_s: float = FOLLOW_BUDGET_S) -> None:
+        """The live run is at step ``steps``: step the spare (once built) towards ``steps - 1``
+        for at most ``budget_s`` seconds (a lagging spare catches up over a few actions)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._thread = None
+        r = self._spare
+        deadline = time.perf_counter() + budget_s
+        while r is not None and r.steps < steps - 1 and not r.finished:
+            r.step()
+            if r.steps % 16 == 0 and time.perf_counter() > deadline:
+                break
+
+    def take(self, n: int = 0) -> "Resume":
+        """A run at step ``n`` or before: the spare if it is not past ``n``, else a fresh one."""
         self.wait()
-        r = self._spare if self._spare is not None else self.factory()
+        r = self._spare if self._spare is not None and self._spare.steps <= n else self.factory()
         self._spare = None
         return r
 
     def at_step(self, n: int) -> "Resume":
-        """A fresh run stepped to step ``n`` (or to its end, if it ends before)."""
-        r = self.take()
+        """A run stepped to step ``n`` (or to its end, if it ends before)."""
+        r = self.take(n)
         while r.steps < n and not r.finished:
             r.step()
         self.prepare()

@@ -296,7 +296,7 @@ class Stepper(ipw.VBox):
         """Build the same resume again (same configuration and seed) and start over."""
         self.pause()
         self.requests += 1
-        self._swap(self.replay.take())
+        self._swap(self.replay.take(0))
         self.replay.prepare()
         self.last_target_event = None
         self.changed = []
@@ -355,6 +355,7 @@ class Stepper(ipw.VBox):
                 fn(self.resume, reset)
             except Exception as exc:  # noqa: BLE001 - a view's bug must not stop the others
                 self.message.show_error(f"a view failed to update: {type(exc).__name__}: {exc}")
+        self.replay.follow(self.resume.steps)  # after the views: the page is updated first
 
     def status_text(self) -> str:
         r = self.resume

@@ -139,12 +139,15 @@ class TimelineView(ipw.VBox):
         self._pages = 0
         self._drawn: tuple | None = None
         self._range_key = None
-        ticks = list(range(n))
-        self.lanes_figure.yaxis.ticker = FixedTicker(ticks=ticks)
-        self.lanes_figure.yaxis.major_label_overrides = {i: f"cpu{i}" for i in ticks}
-        self.total_line.location = len(resume.loaded.pblist)
-        self.progress_figure.y_range.end = max(1, len(resume.loaded.pblist)) * 1.05
-        self.lanes_figure.y_range.start, self.lanes_figure.y_range.end = n - 0.5, -2.2
+        if getattr(self, "_axes_for", None) != (n, len(resume.loaded.pblist)):
+            # set once per machine: every Bokeh change is a message to the browser
+            self._axes_for = (n, len(resume.loaded.pblist))
+            ticks = list(range(n))
+            self.lanes_figure.yaxis.ticker = FixedTicker(ticks=ticks)
+            self.lanes_figure.yaxis.major_label_overrides = {i: f"cpu{i}" for i in ticks}
+            self.total_line.location = len(resume.loaded.pblist)
+            self.progress_figure.y_range.end = max(1, len(resume.loaded.pblist)) * 1.05
+            self.lanes_figure.y_range.start, self.lanes_figure.y_range.end = n - 0.5, -2.2
         self.update(resume)
 
     def _transition(self, cpu: int, t: int, label: str) -> None:
