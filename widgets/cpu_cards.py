@@ -71,7 +71,7 @@ class CpuCard(ipw.VBox):
                              f'style="background:{state_color(label)}{";color:#fff" if label == "off" else ""}"'
                              f' title="{html.escape(label)}">{html.escape(label)}</span>')
         wk = resume.wake_counts(v.id)
-        self.summary.value = (f'<span class="lab-note" title="{online} | {html.escape(v.symbol)}">'
+        self.summary.value = (f'<span class="lab-note" title="{online}">'
                               f'wake-ups {wk["total"]} (sleep {wk["from_sleep"]}, SIPI {wk["sipi"]})</span>')
         changed = v != self.view
         self.view = v

@@ -134,6 +134,9 @@ class ResumeLab(ipw.VBox):
         shown = self.tabs.selected_index
         self.memmap.live = shown == 1
         self.timeline.progress_live = shown == 4
+        self.stepper.events_live = shown == 2
+        if shown == 2:
+            self.stepper.render_events()
         if shown == 1:
             self.memmap.update(self.resume)
         if shown == 4:

@@ -104,10 +104,13 @@ class Stepper(ipw.VBox):
         self.goto_button = button("Go", "go to the step number on the left (back or forward)")
         self.reset_button = button("Reset", "build the same run again and start over")
 
+        # the step counter and the status are one widget (one message a step): classes
+        # lab-step-count and lab-status, the text starts with "step N"
         self.status = ipw.HTML()
         self.status.add_class("lab-status")
-        self.count = ipw.HTML()
-        self.count.add_class("lab-step-count")
+        self.status.add_class("lab-step-count")
+        self.count = self.status
+        self.events_live = True  # False while the events are not on screen (ResumeLab's tab)
         self.message = MessageBox()
         self.events_html = ipw.HTML()
         self.events_html.add_class("lab-events")
@@ -137,7 +140,7 @@ class Stepper(ipw.VBox):
         row = ipw.HBox([self.back_button, self.step_button, self.next_button, self.target, self.fault_button,
                         self.run_button, self.play, self.goto, self.goto_button, self.reset_button],
                        layout=ipw.Layout(flex_flow="row wrap"))
-        super().__init__([row, ipw.HBox([self.count, self.status]), self.message])
+        super().__init__([row, self.status, self.message])
         self.add_class("lab-stepper")
         self._render()
         self.replay.prepare()
@@ -376,8 +379,13 @@ class Stepper(ipw.VBox):
 
     def _render(self) -> None:
         r = self.resume
-        self.status.value = f"{html.escape(self.status_text())}"
         # the one step counter: the model's step number (Step back and Go to step move it too)
-        self.count.value = f'<b title="model step (scheduler steps run)">step {r.steps}</b>&nbsp;|&nbsp;'
+        self.status.value = (f'<b title="the number of scheduler steps run">step {r.steps}</b> | '
+                             f"{html.escape(self.status_text())}")
+        if self.events_live:
+            self.render_events()
+
+    def render_events(self) -> None:
+        r = self.resume
         lines = [describe_event(e, r) for e in self.last_events()]
         self.events_html.value = "<pre>" + html.escape("\n".join(lines) or "(no events yet)") + "</pre>"

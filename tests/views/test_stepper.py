@@ -43,6 +43,7 @@ def test_each_step_click_is_one_model_step_and_changes_the_status(workshop_lab: 
 
 def test_last_events_in_plain_words(workshop_lab: widgets.ResumeLab) -> None:
     s, r = workshop_lab.stepper, workshop_lab.resume
+    workshop_lab.tabs.selected_index = 2  # the events are rendered while their tab is shown
     s.step_to("phase change")
     while r.phase != "copy":
         s.step_to("phase change")
