@@ -1,8 +1,8 @@
 """Time travel and breakpoints for the stepper.
 
 Going back is **replay**: a run is deterministic (one seeded generator, lab.trace), so the run
-at step N is a fresh run of the same configuration stepped N times.  A spare run is built in a
-background thread (0.6 s on report-2016) and stepped along one step behind the live run after
+at step N is a fresh run of the same configuration stepped N times.  A spare run is built when
+the kernel is idle (0.6 s on report-2016) and stepped along one step behind the live run after
 every action (at most FOLLOW_BUDGET_S an action: a Step pays one more model step), so a step
 back costs a step of the model plus the views' redraw; "go to step N" before the spare costs a
 fresh run stepped to N (about 0.3 ms a step: 0.4 s for the whole report-2016 run, plus the
@@ -15,8 +15,8 @@ same step are the test that the replay is exact.
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
@@ -57,44 +57,42 @@ FOLLOW_BUDGET_S = 0.25
 class Replay:
     """Builds runs with ``factory`` and brings one to step N by stepping a fresh run.
 
-    The spare run is built in a background thread; the main thread then steps it along behind
-    the live run (``follow``, after every action), so a step back costs a step or two and "go
-    to step N" only the steps from the spare's step to N (a fresh run when N is before it).
-    Only the build runs in the thread: stepping two runs at once in two threads made one of
-    them diverge (some state of the model is shared between runs), so the runs are stepped in
-    the main thread only."""
+    A spare run is kept and stepped along behind the live run (``follow``, after every
+    action), so a step back costs a step or two and "go to step N" only the steps from the
+    spare's step to N (a fresh run when N is before it).  A used spare is rebuilt when the
+    kernel is idle (a callback on the running asyncio loop, after the action's reply), or, outside
+    a kernel, by ``wait`` or the next ``take``.  Everything runs in one thread: stepping two runs in two
+    threads at once made one of them diverge (some state of the model is shared)."""
 
     def __init__(self, factory: Callable[[], "Resume"], background: bool = True) -> None:
         self.factory = factory
         self.background = background
         self._spare: "Resume | None" = None
-        self._thread: threading.Thread | None = None
+        self._pending = False
 
     def prepare(self) -> None:
-        """Start building a spare run (in a thread when ``background``)."""
-        if self._spare is not None or self._thread is not None:
+        """Have a spare run built: now, or (``background`` in a kernel) once idle."""
+        if self._spare is not None or self._pending:
             return
-        if not self.background:
-            self._spare = self.factory()
+        self._pending = True
+        if self.background:
+            try:
+                asyncio.get_running_loop().call_soon(self.wait)
+            except RuntimeError:  # no loop: built at the next action
+                pass
             return
-        self._thread = threading.Thread(target=self._build, name="lab-replay-spare", daemon=True)
-        self._thread.start()
-
-    def _build(self) -> None:
-        self._spare = self.factory()
+        self.wait()
 
     def wait(self) -> None:
-        """Wait until the spare run being built is ready."""
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        """Build the spare run now if it is still to be built."""
+        if self._pending:
+            self._pending = False
+            self._spare = self.factory()
 
     def follow(self, steps: int, budget_s: float = FOLLOW_BUDGET_S) -> None:
-        """The live run is at step ``steps``: step the spare (once built) towards ``steps - 1``
-        for at most ``budget_s`` seconds (a lagging spare catches up over a few actions)."""
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._thread = None
+        """The live run is at step ``steps``: step the spare towards ``steps - 1`` for at most
+        ``budget_s`` seconds (a lagging spare catches up over a few actions).  A spare still
+        to be built is left to the idle callback, ``wait`` or the next ``take``."""
         r = self._spare
         deadline = time.perf_counter() + budget_s
         while r is not None and r.steps < steps - 1 and not r.finished:
@@ -110,7 +108,8 @@ class Replay:
         return r
 
     def at_step(self, n: int) -> "Resume":
-        """A run stepped to step ``n`` (or to its end, if it ends before)."""
+        """A run stepped to step ``n`` (or to its end, if it ends before); a new spare is
+        prepared."""
         r = self.take(n)
         while r.steps < n and not r.finished:
             r.step()
