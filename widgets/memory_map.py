@@ -164,35 +164,19 @@ class MemoryMapView(ipw.VBox):
         has = mm.pblist_total > 0
         frac = np.where(has, restored / np.maximum(mm.pblist_total, 1), 0.0)
         idx = np.flatnonzero(has)
-        if moved is not None and len(self.cells.data["bin"]) == mm.nbins:
-            self._patch(moved, disp, pending, restored, frac)
-        else:
-            copy = self._copy_text.astype(object)
-            for b in idx.tolist():
-                copy[b] = f"{pending[b]} pending, {restored[b]} restored"
-            data = dict(g)
-            data.update(color=_COLORS[disp], hatch=_HATCHES[disp], label=_LABELS[disp], range=self._range_text,
-                        roles=self._roles_text, copy=copy.astype("<U64"), contents=self._contents,
-                        pending=pending, restored=restored, bin=np.arange(mm.nbins))
-            self.cells.data = data
-            self._progress_index = {int(b): i for i, b in enumerate(idx.tolist())}
-            self.progress.data = dict(left=g["left"][idx], right=g["left"][idx] + 0.9 * frac[idx],
-                                      bottom=g["bottom"][idx], top=g["bottom"][idx] + 0.25)
+        # whole data, never a Bokeh patch: BokehJS echoes patches back to the kernel, and a
+        # late echo would put an older value back into the kernel's copy of the source
+        copy = self._copy_text.astype(object)
+        for b in idx.tolist():
+            copy[b] = f"{pending[b]} pending, {restored[b]} restored"
+        data = dict(g)
+        data.update(color=_COLORS[disp], hatch=_HATCHES[disp], label=_LABELS[disp], range=self._range_text,
+                    roles=self._roles_text, copy=copy.astype(str), contents=self._contents,
+                    pending=pending, restored=restored, bin=np.arange(mm.nbins))
+        self.cells.data = data
+        self.progress.data = dict(left=g["left"][idx], right=g["left"][idx] + 0.9 * frac[idx],
+                                  bottom=g["bottom"][idx], top=g["bottom"][idx] + 0.25)
         self._header(resume)
-
-    def _patch(self, moved: np.ndarray, disp: np.ndarray, pending: np.ndarray, restored: np.ndarray,
-               frac: np.ndarray) -> None:
-        """Send only the bins the copy moved in (a step changes one or two of 1024): a Bokeh
-        patch instead of the whole source, so the browser has little to decode."""
-        bins = moved.tolist()
-        self.cells.patch({
-            "color": [(b, str(_COLORS[disp[b]])) for b in bins], "hatch": [(b, str(_HATCHES[disp[b]])) for b in bins],
-            "label": [(b, str(_LABELS[disp[b]])) for b in bins],
-            "copy": [(b, f"{pending[b]} pending, {restored[b]} restored") for b in bins],
-            "pending": [(b, int(pending[b])) for b in bins], "restored": [(b, int(restored[b])) for b in bins]})
-        left = self._geometry["left"]
-        self.progress.patch({"right": [(self._progress_index[b], float(left[b] + 0.9 * frac[b])) for b in bins
-                                       if b in self._progress_index]})
 
     def _static(self, mm: memmap.MemoryMap) -> None:
         b = np.arange(mm.nbins)

@@ -336,16 +336,14 @@ def label_rows(phases: list[tuple[int, str]], lo: float, hi: float, px: int = PL
 
 
 def send(src: ColumnDataSource, data: dict[str, list]) -> None:
-    """Give ``src`` ``data`` with as little for the browser as possible: nothing when equal, a
-    patch of the rows that differ when the columns keep their lengths, else the whole data."""
+    """Give ``src`` ``data`` only when it differs (every change is a message to the browser).
+    Whole data, never a patch: these sources change length, and BokehJS echoes a patch back,
+    which fails in the kernel once the data it patched has been replaced by shorter data."""
     old = src.data
-    if set(old) == set(data) and all(len(old[k]) == len(v) for k, v in data.items()):
-        patch = {k: [(i, x) for i, (x, y) in enumerate(zip(v, old[k])) if x != y] for k, v in data.items()}
-        patch = {k: v for k, v in patch.items() if v}
-        if patch:
-            src.patch(patch)
+    if set(old) == set(data) and all(list(old[k]) == list(v) for k, v in data.items()):
         return
     src.data = data
+
 
 
 def nice_ceil(x: float) -> float:
