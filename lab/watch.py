@@ -106,8 +106,9 @@ class Watch:
         self._monitored: dict[int, int] = {}  # cpu -> virtual address it last armed MONITOR on
         self._waking: dict[int, int] = {}  # cpu -> when it runs again after a wake
         self._by_cpu: dict[int, list[Use]] = {}
-        if not hasattr(machine, "watched_frames"):
+        if not hasattr(machine, "watched_frames"):  # main's Machine has it (a FrameSet)
             machine.watched_frames = set()  # type: ignore[attr-defined]
+        # mutated in place (add/discard): a FrameSet counts those changes for the copy routine
         self.watched: set[int] = machine.watched_frames  # type: ignore[attr-defined]
         machine.memory.observers.append(self._on_store)
         machine.observers.append(self._on_event)

@@ -66,7 +66,6 @@ class Machine:
         self.events: list[Event] = []
         self.observers: list[Callable[[Event], None]] = []
         self.shutdown: str | None = None  # set by a triple fault
-        self.watched_frames: set[int] = set()  # tables a sleeping CPU's next walks read (lab.watch)
         self._timers: dict[int, Callable[[], None]] = {}  # platform events (fault injection)
         self._timers_made = 0  # ids are never reused, also after earlier timers fired
 
