@@ -234,5 +234,9 @@ class Watch:
                 best = (when, content)
         return None if best is None else _as_array(best[1])
 
+    def waking(self, cpu: int) -> int | None:
+        """When ``cpu``, woken and leaving its C-state, runs again (ns); None if it is not."""
+        return self._waking.get(cpu)
+
     def uses_of(self, cpu: int) -> list[Use]:
         return list(self._by_cpu.get(cpu, ()))

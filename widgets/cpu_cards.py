@@ -42,6 +42,7 @@ class CpuCard(ipw.VBox):
         self.cpu = cpu
         self.view: CpuView | None = None
         self._detail_of: CpuView | None = None
+        self._label = ""
         self.header = ipw.HTML()
         self.summary = ipw.HTML()
         self.info = ipw.HTML()
@@ -63,9 +64,14 @@ class CpuCard(ipw.VBox):
     def update(self, v: CpuView, resume: Resume, detail: bool = True) -> bool:
         """Show ``v``; returns whether anything changed.  The detail (``info``, ``listing``) is
         rendered only with ``detail`` (the selected card: the others are not on screen)."""
-        if v == self.view and (not detail or self._detail_of == v):
+        w = resume.watching
+        if v == self.view and (not detail or self._detail_of == v) and (w is None or w.waking(v.id) is None):
             return False
         label = state_label(v.state, v.cstate)
+        w = resume.watching
+        back_at = w.waking(v.id) if w is not None else None
+        if back_at is not None and back_at > resume.now:
+            label = "waking"  # woken, still leaving its C-state: it has not run again yet
         online = "online" if v.online else "offline"
         self.header.value = (f'<b>CPU {v.id}</b> <span class="lab-state lab-state-{html.escape(v.state)}" '
                              f'style="background:{state_color(label)}{";color:#fff" if label == "off" else ""}"'
@@ -73,7 +79,8 @@ class CpuCard(ipw.VBox):
         wk = resume.wake_counts(v.id)
         self.summary.value = (f'<span class="lab-note" title="{online}">'
                               f'wake-ups {wk["total"]} (sleep {wk["from_sleep"]}, SIPI {wk["sipi"]})</span>')
-        changed = v != self.view
+        changed = v != self.view or label != self._label
+        self._label = label
         self.view = v
         self._oops(v)
         if not detail:

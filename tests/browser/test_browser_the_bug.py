@@ -220,13 +220,19 @@ def expected_overwrite() -> dict:
     """What the model says the stop shows: the first table overwritten under a sleeping CPU,
     on the walk ResumeLab turns to (that CPU's monitored line, if that walk was hit)."""
     from lab.scenario import Resume
+    from widgets._common import state_label
 
     r = Resume(preset="report-2016", fix="mwait", seed=0)
     r.watch()
     r.run("table_overwritten")
     evs = [e for e in r.overwrites() if e.cpu == r.overwrites()[0].cpu]
     e = next((e for e in evs if e.data["why"] == "monitored line"), evs[0])
-    return {"cpu": e.cpu, "old": e.data["old"], "new": e.data["new"], "t": e.t, "state": str(r.machine.cpus[e.cpu].state)}
+    c = r.machine.cpus[e.cpu]
+    back = r.watching.waking(e.cpu)
+    # the card shows a CPU woken but still leaving its C-state as "waking": not yet running
+    state = "waking" if back is not None and back > r.now else state_label(str(c.state), c.cstate.name if c.cstate else None)
+    assert state in ("waking", "mwait C6", "mwait C3", "mwait C1", "hlt"), state
+    return {"cpu": e.cpu, "old": e.data["old"], "new": e.data["new"], "t": e.t, "state": state}
 
 
 def in_viewport(locator, name: str) -> dict:
