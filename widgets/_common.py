@@ -176,6 +176,8 @@ def describe_event(e: "Event", resume: "Resume") -> str:
     k = e.kind
     if k == "page_copied":
         what = f"copied frame {d['pfn']:#x} ({d.get('role', 'other')}) from safe page {d['src']:#x}"
+    elif k == "pages_copied":
+        what = f"copied {d['count']} frames {d['pfn_high']:#x} down to {d['pfn_low']:#x} in one run"
     elif k == "phase":
         what = f"phase: {d['phase']}"
     elif k == "exec":

@@ -170,8 +170,8 @@ class TimelineView(ipw.VBox):
         last_t: dict[int, int] = {}
         for e in new:
             k = e.kind
-            if k == "page_copied":
-                self._pages += 1
+            if k in ("page_copied", "pages_copied"):  # one page, or a streamed run of them
+                self._pages += e.data.get("count", 1)
                 if self._pages - self._points[-1][1] >= PROGRESS_EVERY:
                     self._points.append((e.t, self._pages))
                 continue
