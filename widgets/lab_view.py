@@ -69,7 +69,7 @@ class ResumeLab(ipw.VBox):
         self._title(r)
         self.stepper.listeners.append(self._on_step)
         self.tabs = ipw.Tab([self.cards.detail_box, self.memmap, self.stepper.events_html, self.stepper.breakpoints_box,
-                             self.timeline.progress_bokeh], layout=ipw.Layout(height="215px", overflow="auto"))
+                             self.timeline.progress_bokeh], layout=ipw.Layout(height="205px", overflow="auto"))
         for i, name in enumerate(("CPU detail", "Memory map", "Events", "Breakpoints", "Copy progress")):
             self.tabs.set_title(i, name)
         self.tabs.observe(lambda _c: self._sync_hidden(), names="selected_index")

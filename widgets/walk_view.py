@@ -230,18 +230,17 @@ class WalkView(ipw.VBox):
 
     @staticmethod
     def _restore_text(row: WalkRow) -> str:
+        """Short: the frame's roles are in the table-frame column already."""
         old = f"{row.old:#x}" if row.old is not None else "not recorded (the watch began after the copy)"
         if row.overwritten_at is not None:
             return (f"OVERWRITTEN at t={row.overwritten_at / 1e6:.6f} ms by {row.overwritten_by} under a sleeping "
-                    f"CPU: before {old} -> after {row.entry:#x} ({row.image_role or 'image data'})")
+                    f"CPU: before {old} -> after {row.entry:#x}")
         if row.status == "pending":
             new = f"{row.new:#x}" if row.new is not None else "?"
-            return f"pending: the copy will write {new} ({row.image_role or 'image page'}); now {row.entry:#x}"
+            return f"will be overwritten by the copy with {new}"
         if row.status == "restored":
-            if row.mark == "overwritten":
-                return (f"OVERWRITTEN by the copy: before {old} ({row.restore_role or 'no role in the restore kernel'}) -> after "
-                        f"{row.entry:#x} ({row.image_role or 'image data'})")
-            return f"restored with the image's own {row.image_role or 'page'}: before {old} -> after {row.entry:#x}"
+            what = "OVERWRITTEN by the copy" if row.mark == "overwritten" else "restored, the image's own table"
+            return f"{what}: before {old} -> after {row.entry:#x}"
         if row.status == "direct":
             return "image page loaded in place (not touched by the copy)"
         return row.status
