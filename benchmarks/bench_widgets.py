@@ -161,8 +161,9 @@ def bench_watch_overhead_default():
         return time.perf_counter() - t0
 
     run(True)
+    run(False)
     off, on = [], []
-    for _ in range(3):
+    for _ in range(5):
         off.append(run(False))
         on.append(run(True))
     ratio = statistics.median(on) / statistics.median(off)
