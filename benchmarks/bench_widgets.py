@@ -108,3 +108,93 @@ def bench_memory_map_update_default():
         "median_us": statistics.median(samples),
         "updates": len(samples),
     }
+
+
+TARGET_STEP_BACK_US = 500_000
+TARGET_WATCH_RATIO = 1.05
+TARGET_BROWSER_RATIO = 1.2
+
+
+def bench_step_back_report_2016():
+    """Step back on report-2016 (widgets.history: the spare run, caught up one step behind as
+    it is after a few clicks, becomes the live run; plus the views' redraw), at the stop on a
+    sleeping CPU's table and near the fault: <= 0.5 s median."""
+    import widgets
+    from widgets.history import state_digest
+
+    lab = widgets.ResumeLab(preset="report-2016", fix="mwait", seed=0)
+    s = lab.stepper
+    samples = []
+    same = True
+    for target in ("sleeping CPU's table overwritten", "wake-up"):
+        s.step_to(target)
+        for _ in range(3):
+            s.step()
+            want = lab.resume.steps - 1
+            s.replay.wait()  # the spare is built in the background and stepped along between clicks
+            s.replay.follow(lab.resume.steps, budget_s=30.0)
+            t0 = time.perf_counter()
+            s.back_button.click()
+            samples.append((time.perf_counter() - t0) * 1e6)
+            same = same and lab.resume.steps == want
+    s.replay.wait()
+    ok = same and lab.check() == [] and bool(state_digest(lab.resume))
+    return {
+        "name": "widgets: Step back (report-2016, replay + views)",
+        "median_us": statistics.median(samples),
+        "target_us": TARGET_STEP_BACK_US,
+        "ok": ok,
+        "max_us": max(samples),
+        "at_steps": lab.resume.steps,
+    }
+
+
+def bench_watch_overhead_default():
+    """A whole default-preset run (build + run) with the tables under the sleeping CPUs
+    watched (lab.watch), against the same run without: ratio of medians <= 1.05."""
+    def run(watch: bool) -> float:
+        t0 = time.perf_counter()
+        r = Resume(preset="default", fix="mwait", seed=0)
+        if watch:
+            r.watch()
+        r.run()
+        return time.perf_counter() - t0
+
+    run(True)
+    run(False)
+    off, on = [], []
+    for _ in range(5):
+        off.append(run(False))
+        on.append(run(True))
+    ratio = statistics.median(on) / statistics.median(off)
+    return {
+        "name": "lab.watch: default run watched / not watched (info: ratio)",
+        "median_us": statistics.median(on) * 1e6,
+        "ok": ratio <= TARGET_WATCH_RATIO,
+        "ratio": round(ratio, 3),
+        "target_ratio": TARGET_WATCH_RATIO,
+        "unwatched_us": round(statistics.median(off) * 1e6),
+    }
+
+
+def bench_browser_step_vs_trivial_button():
+    """Step click to idle against a trivial ipywidgets button in the same Chromium session, as
+    measured by tests/browser/test_browser_the_bug.py::test_one_screen_... (written to
+    test-artifacts/browser-step-vs-trivial.json; run the browser test first).  Reports the
+    ratio of medians (target <= 1.2); no target on the time itself."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "test-artifacts" / "browser-step-vs-trivial.json"
+    if not path.is_file():
+        return {"name": "browser: Step click / trivial button (run the browser test first)", "median_us": 0.0,
+                "ok": True, "measured": False}
+    d = json.loads(path.read_text(encoding="utf-8"))
+    return {
+        "name": "browser: Step click to idle / trivial button (ratio of medians)",
+        "median_us": d["median_step_ms"] * 1e3,
+        "ok": d["ratio"] <= TARGET_BROWSER_RATIO,
+        "ratio": d["ratio"],
+        "target_ratio": TARGET_BROWSER_RATIO,
+        "trivial_median_us": d["median_trivial_ms"] * 1e3,
+    }

@@ -561,3 +561,57 @@ class Resume:
                 "pages_copied": self.runtime.copied, "time_ns": self.now, "steps": self.steps,
                 "resume_ended_ns": self.resume_ended_ns, "load": self.loaded.counts(), "costs": self.copy_costs(),
                 "mismatched_frames": len(self.mismatched_frames()) if self.outcome in ("resumed", "corrupted") else None}
+
+    # -- the tables under the sleeping CPUs (lab.watch); views ask these, never snapshot ------
+    def watch(self) -> "Watch":
+        """Start watching the tables the sleeping CPUs' next walks read (idempotent; ResumeLab
+        does it at once).  From then on the run also emits ``table_overwritten`` events."""
+        from .watch import Watch
+
+        w = getattr(self, "_watch", None)
+        if w is None:
+            w = self._watch = Watch(self.machine)
+        return w
+
+    @property
+    def watching(self) -> "Watch | None":
+        return getattr(self, "_watch", None)
+
+    def frame_before_copy(self, pfn: int) -> np.ndarray | None:
+        """Frame ``pfn``'s 512 qwords as they were when the copy began: its content now while
+        the copy has not begun, None if nothing recorded it (no watch when it began)."""
+        self.frame(pfn)
+        w = self.watching
+        if w is not None and w.copy_started is not None:
+            return w.before_copy(pfn)
+        if self.phase in PHASES[:PHASES.index("copy")]:
+            return self.frame_content(pfn)
+        return None
+
+    def frame_at(self, pfn: int, t: int) -> np.ndarray | None:
+        """Frame ``pfn`` at time ``t`` (ns), from what the watch recorded; None if not recorded."""
+        self.frame(pfn)
+        w = self.watching
+        if t >= self.now:
+            return self.frame_content(pfn)
+        return None if w is None else w.content_at(pfn, t)
+
+    def overwrites(self) -> list[Event]:
+        """The ``table_overwritten`` events so far (empty unless watching)."""
+        w = self.watching
+        return list(w.overwrites) if w is not None else []
+
+    def wake_counts(self, cpu: int) -> dict[str, int]:
+        """``cpu``'s wake-ups as ``wakeups()`` counts them, split into wakes from MWAIT/HLT
+        (``wake`` events) and starts by SIPI (the rest).  Counts the events incrementally."""
+        total = self.cpu(cpu).wakeups
+        seen = getattr(self, "_wake_seen", None)
+        if seen is None:
+            seen = self._wake_seen = [0, {}]
+        evs = self.machine.events
+        for e in evs[seen[0]:]:
+            if e.kind == "wake":
+                seen[1][e.cpu] = seen[1].get(e.cpu, 0) + 1
+        seen[0] = len(evs)
+        sleep = seen[1].get(cpu, 0)
+        return {"total": total, "from_sleep": sleep, "sipi": total - sleep}

@@ -23,23 +23,31 @@ DIRECT_MAP = PAGE_OFFSET  # 0xffff880000000000
 
 CSS = """
 <style>
-.lab-root { font-family: var(--jp-ui-font-family, sans-serif); }
-.lab-root pre { margin: 0; font-size: 11px; line-height: 1.3; }
-.lab-root .widget-html-content { line-height: 1.35; }
-.lab-cpu-card { border: 1px solid #bbb; border-radius: 4px; padding: 4px 6px; margin: 2px; }
-.lab-cpu-faulted { border: 2px solid #c62828; background: #fff5f5; }
-.lab-rip { background: #ffe08a; font-weight: bold; }
-.lab-state { display: inline-block; padding: 0 6px; border-radius: 3px; color: #fff; }
-.lab-walk table { border-collapse: collapse; font-size: 12px; }
-.lab-walk th, .lab-walk td { border: 1px solid #ccc; padding: 2px 6px; text-align: left;
+.lab-root { font-family: var(--jp-ui-font-family, sans-serif); font-size: 12px; }
+.lab-root pre { margin: 0; font-size: 11px; line-height: 1.25; }
+.lab-root .widget-html-content { line-height: 1.3; }
+.lab-root .widget-button, .lab-root .widget-toggle-button { height: 26px; padding: 0 8px; }
+.lab-root .widget-button:focus-visible, .lab-root .widget-toggle-button:focus-visible,
+.lab-root select:focus-visible, .lab-root input:focus-visible { outline: 3px solid #0072B2; outline-offset: 1px; }
+.lab-cpu-card { border: 1px solid #888; border-radius: 4px; padding: 2px 6px; margin: 1px; }
+.lab-cpu-faulted { border: 3px double #000; background: #fff0e6; }
+.lab-cpu-selected { box-shadow: inset 0 0 0 2px #0072B2; }
+.lab-changed { outline: 2px dashed #D55E00; outline-offset: -2px; }
+.lab-rip { background: #F0E442; font-weight: bold; }
+.lab-state { display: inline-block; padding: 0 5px; border-radius: 3px; color: #000;
+  border: 1px solid #000; }
+.lab-walk table { border-collapse: collapse; font-size: 11px; }
+.lab-walk th, .lab-walk td { border: 1px solid #aaa; padding: 1px 4px; text-align: left;
   font-family: var(--jp-code-font-family, monospace); vertical-align: top; }
-.lab-walk tr.lab-walk-pending td { background: #fff8e1; }
-.lab-walk tr.lab-walk-overwritten td { background: #ffe0b2; }
-.lab-walk tr.lab-walk-fault td { background: #ffcdd2; font-weight: bold; }
-.lab-walk tr.lab-walk-unreached td { color: #999; }
+.lab-walk tr.lab-walk-pending td { background: #fdf6c9; }
+.lab-walk tr.lab-walk-overwritten td { background: repeating-linear-gradient(45deg, #ffe4c4, #ffe4c4 4px, #fff 4px, #fff 8px); }
+.lab-walk tr.lab-walk-fault td { background: #f6c8b0; font-weight: bold; border: 2px solid #000; }
+.lab-walk tr.lab-walk-unreached td { color: #666; }
+.lab-walk tr.lab-changed td { border-top: 2px dashed #D55E00; border-bottom: 2px dashed #D55E00; }
 .lab-error { color: #b71c1c; font-weight: bold; }
-.lab-note { color: #555; font-size: 12px; }
-.lab-events pre { max-height: 12em; overflow-y: auto; }
+.lab-note { color: #444; font-size: 11px; }
+.lab-events pre { max-height: 14em; overflow-y: auto; }
+.lab-listing { max-height: 9em; overflow-y: auto; }
 </style>
 """
 
@@ -110,6 +118,13 @@ def parse_va(text: str | int) -> int:
     return va
 
 
+def check_int(name: str, value: object, lo: int, hi: int) -> int:
+    """``value`` as a whole number from ``lo`` to ``hi``, else a ValueError saying so."""
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ValueError(f"{name} must be a whole number from {lo} to {hi}, got {value!r}")
+    return value
+
+
 def fmt_ns(ns: int) -> str:
     return f"{ns / 1e6:.3f} ms"
 
@@ -122,13 +137,27 @@ def state_label(state: str, cstate: str | None) -> str:
     return f"{state} {cstate}" if state == "mwait" and cstate else state
 
 
-STATE_COLORS = {"running": "#2e7d32", "waking": "#c0ca33", "mwait C6": "#1565c0", "mwait C3": "#42a5f5",
-                "mwait C1": "#90caf9", "mwait": "#1565c0", "hlt": "#757575", "wait-for-SIPI": "#8e24aa",
-                "off": "#212121"}
+#: Okabe-Ito, the colour-blind-safe palette (Okabe and Ito, "Color Universal Design", 2008)
+OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky blue": "#56B4E9", "bluish green": "#009E73",
+             "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00", "reddish purple": "#CC79A7",
+             "grey": "#999999", "light grey": "#DDDDDD"}
+_O = OKABE_ITO
+#: run state -> (colour, Bokeh hatch pattern, short text): a state is told apart by its pattern
+#: and its name as well as its colour, so the views read in grayscale
+STATE_STYLES = {"running": (_O["bluish green"], " ", "run"), "waking": (_O["yellow"], "/", "waking"),
+                "mwait C6": (_O["blue"], ".", "C6"), "mwait C3": (_O["sky blue"], ".", "C3"),
+                "mwait C1": (_O["sky blue"], "o", "C1"), "mwait": (_O["blue"], ".", "mwait"),
+                "hlt": (_O["grey"], "x", "hlt"), "wait-for-SIPI": (_O["reddish purple"], "\\", "SIPI"),
+                "off": (_O["black"], " ", "off")}
+STATE_COLORS = {k: v[0] for k, v in STATE_STYLES.items()}
 
 
 def state_color(label: str) -> str:
-    return STATE_COLORS.get(label, "#9e9e9e")
+    return STATE_STYLES.get(label, (_O["light grey"], "", label))[0]
+
+
+def state_hatch(label: str) -> str:
+    return STATE_STYLES.get(label, ("", "+", label))[1]
 
 
 def _symbol(resume: "Resume", rip: int) -> str:
@@ -147,6 +176,8 @@ def describe_event(e: "Event", resume: "Resume") -> str:
     k = e.kind
     if k == "page_copied":
         what = f"copied frame {d['pfn']:#x} ({d.get('role', 'other')}) from safe page {d['src']:#x}"
+    elif k == "pages_copied":
+        what = f"copied {d['count']} frames {d['pfn_high']:#x} down to {d['pfn_low']:#x} in one run"
     elif k == "phase":
         what = f"phase: {d['phase']}"
     elif k == "exec":
@@ -193,6 +224,11 @@ def describe_event(e: "Event", resume: "Resume") -> str:
         what = f"is dead ({state_label(d.get('state', '?'), d.get('cstate'))})"
     elif k == "cpu_online":
         what = f"is online in the {d.get('kernel', '?')} kernel"
+    elif k == "table_overwritten":
+        names = ("PML4", "PDPT", "PD", "PT")
+        what = (f"{names[d['level']]} entry {d['index']} in frame {d['pfn']:#x}, on the walk of "
+                f"{d['va']:#x} ({d['why']}), overwritten by {d['by']} while asleep: "
+                f"{d['old']:#x} -> {d['new']:#x}")
     elif k == "image_loaded":
         what = f"image loaded: {d['pages']} pages, {d['direct']} in place, {d['pblist']} via safe pages"
     else:

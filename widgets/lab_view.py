@@ -1,5 +1,9 @@
 """``ResumeLab``: the stepper, the CPU cards, the page walk, the memory map and the timeline
-of one resume, composed and kept in step."""
+of one resume, composed and kept in step, on one laptop screen (1280x720): the controls on
+top, the compact CPU cards and a tabbed pane (the selected CPU's detail, the memory map, the
+events, breakpoints, the copy's progress) on the left, the page walk on the right, the
+timeline under them.  The run watches the tables under its sleeping CPUs (lab.watch); when a
+step overwrites one, the walk and the detail pane turn to that CPU."""
 from __future__ import annotations
 
 import html
@@ -12,7 +16,9 @@ from lab.scenario import Resume
 from ._common import CSS, direct_va
 from .cpu_cards import CpuCards
 from .memory_map import MemoryMapView
-from .stepper import Stepper
+from ._common import check_int
+from .memory_map import MAX_BINS, MIN_BINS
+from .stepper import Stepper, watched_resume
 from .timeline import TimelineView
 from .walk_view import WalkView
 
@@ -42,28 +48,38 @@ def setup(force: bool = True) -> bool:
 
 class ResumeLab(ipw.VBox):
     """``ResumeLab(preset="report-2016", fix="mwait", seed=0, **config)``: every view of one
-    resume.  The keyword arguments go to ``lab.scenario.Resume``; Reset builds it again."""
+    resume.  The keyword arguments go to ``lab.scenario.Resume``; Reset builds it again.
+    ``bins``: memory-map bins, 16 to 8192; ``follow_faults``: turn the walk to a fault."""
 
     def __init__(self, preset: str = "report-2016", fix: str = "mwait", seed: int = 0, *,
                  bins: int = 1024, follow_faults: bool = True, **kwargs: Any) -> None:
+        check_int("bins", bins, MIN_BINS, MAX_BINS)
+        if not isinstance(follow_faults, bool):
+            raise ValueError(f"follow_faults must be True or False, got {follow_faults!r}")
         setup(force=False)
         self.kwargs = dict(preset=preset, fix=fix, seed=seed, **kwargs)
-        self.stepper = Stepper(factory=lambda: Resume(**self.kwargs))
+        self.stepper = Stepper(factory=lambda: watched_resume(self.kwargs))
         r = self.stepper.resume
         self.cards = CpuCards(r)
         self.walk = WalkView(r)
         self.memmap = MemoryMapView(r, bins=bins, on_select=self._show_frame)
-        self.timeline = TimelineView(r)
+        self.timeline = TimelineView(r, progress_inline=False)
         self.follow_faults = follow_faults
-        self._cursor = len(r.events)
         self.title = ipw.HTML()
         self._title(r)
         self.stepper.listeners.append(self._on_step)
-        lower = ipw.HBox([ipw.VBox([ipw.HTML("<b>Page walk</b>"), self.walk],
-                                   layout=ipw.Layout(flex="1 1 520px", min_width="480px")),
-                          ipw.VBox([self.memmap], layout=ipw.Layout(flex="1 1 640px"))],
-                         layout=ipw.Layout(flex_flow="row wrap", width="100%"))
-        super().__init__([ipw.HTML(CSS), self.title, self.stepper, self.cards, lower, self.timeline])
+        self.tabs = ipw.Tab([self.cards.detail_box, self.memmap, self.stepper.events_html, self.stepper.breakpoints_box,
+                             self.timeline.progress_bokeh], layout=ipw.Layout(height="205px", overflow="auto"))
+        for i, name in enumerate(("CPU detail", "Memory map", "Events", "Breakpoints", "Copy progress")):
+            self.tabs.set_title(i, name)
+        self.tabs.observe(lambda _c: self._sync_hidden(), names="selected_index")
+        self._sync_hidden()
+        left = ipw.VBox([self.cards, self.tabs], layout=ipw.Layout(flex="1 1 46%", min_width="430px"))
+        right = ipw.VBox([self.walk], layout=ipw.Layout(flex="1 1 54%", min_width="480px", overflow="auto"))
+        right.add_class("lab-walk-pane")
+        middle = ipw.HBox([left, right], layout=ipw.Layout(width="100%", flex_flow="row wrap"))
+        super().__init__([ipw.HTML(CSS), self.title, self.stepper, middle, self.timeline],
+                         layout=ipw.Layout(width="100%"))
         self.add_class("lab-root")
 
     @property
@@ -72,40 +88,69 @@ class ResumeLab(ipw.VBox):
 
     def _title(self, r: Resume) -> None:
         c = r.config
-        self.title.value = (f"<h3 style='margin:4px 0'>Resume from hibernation: preset <code>{html.escape(c.preset)}"
-                            f"</code>, fix <code>{html.escape(c.fix)}</code>, seed {c.seed}</h3>"
-                            f"<span class='lab-note'>{html.escape(r.fix.title)} | {c.cpus} CPUs, "
+        self.title.value = (f"<b>Resume from hibernation</b>: preset <code>{html.escape(c.preset)}</code>, fix "
+                            f"<code>{html.escape(c.fix)}</code>, seed {c.seed} "
+                            f"<span class='lab-note'>| {html.escape(r.fix.title)} | {c.cpus} CPUs, "
                             f"{r.machine.memory.nr_frames} frames, {len(r.loaded.pblist)} pages to copy</span>")
 
     def _on_step(self, r: Resume, reset: bool) -> None:
         if reset:
             self._title(r)
-            self._cursor = len(r.events)
-            for view in (self.cards, self.walk, self.memmap, self.timeline):
-                view.bind(r)
+            self.cards.bind(r)
+            self.walk.bind(r, keep=True)
+            self.memmap.bind(r)
+            self.timeline.bind(r)
             return
-        fault = None
-        if self.follow_faults:
-            evs = r.events
-            for i in range(self._cursor, len(evs)):
-                if evs[i].kind == "fault":
-                    fault = evs[i]
-                    break
-        self._cursor = len(r.events)
         self.cards.update(r)
-        if fault is not None:
-            self.walk.show(cpu=fault.cpu, va=fault.data["address"])
+        focus = self._focus(self.stepper.changed)
+        if focus is not None:
+            self.walk.show(cpu=focus[0], va=focus[1])
+            self.cards.select(focus[0])
         else:
             self.walk.update(r)
         self.memmap.update(r)
         self.timeline.update(r)
 
+    def _focus(self, events: list) -> tuple[int, int] | None:
+        """(cpu, va) the walk should turn to after a step: a fault (when following faults),
+        else the first table overwritten under a sleeping CPU (its monitored line's walk
+        first: the one the wake-up runs)."""
+        over = [e for e in events if e.kind == "table_overwritten"]
+        for e in events:
+            if e.kind == "fault" and self.follow_faults:
+                return e.cpu, e.data["address"]
+        if not over:
+            return None
+        first = [e for e in over if e.cpu == over[0].cpu]
+        e = next((e for e in first if e.data["why"] == "monitored line"), first[0])
+        return e.cpu, e.data["va"]
+
     def _show_frame(self, pfn: int) -> None:
         self.walk.show(va=direct_va(pfn))
 
+    def _sync_hidden(self) -> None:
+        """The memory map and the copy's progress are drawn only while their tab is shown (a
+        hidden Bokeh figure would still be redrawn by the browser on every step)."""
+        shown = self.tabs.selected_index
+        self.memmap.live = shown == 1
+        self.timeline.progress_live = shown == 4
+        self.stepper.events_live = shown == 2
+        if shown == 2:
+            self.stepper.render_events()
+        if shown == 1:
+            self.memmap.update(self.resume)
+        if shown == 4:
+            self.timeline.send_progress()
+
     def check(self) -> list[str]:
-        """Mismatches between what the views show and what the model says (empty: all agree)."""
+        """Mismatches between what the views show and what the model says (empty: all agree);
+        the views in hidden tabs are brought up to date first."""
         r = self.resume
+        live = self.memmap.live, self.timeline.progress_live
+        self.memmap.live = self.timeline.progress_live = True
+        self.memmap.update(r)
+        self.timeline.send_progress()
+        self.memmap.live, self.timeline.progress_live = live
         bad: list[str] = []
         for name, view in (("cards", self.cards), ("walk", self.walk), ("memmap", self.memmap),
                            ("timeline", self.timeline)):

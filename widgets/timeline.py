@@ -1,6 +1,12 @@
 """Simulated time: one lane per CPU with its run states (from the state, wake, play_dead, panic
-and triple_fault events, reconciled with the CPUs' states after every update), wake-ups and
-faults marked, phase changes as lines, and the copy's progress (pages copied) underneath."""
+and triple_fault events, reconciled with the CPUs' states after every update), wake-ups, faults
+and the tables overwritten under a sleeping CPU marked on its lane, phase changes as lines with
+labels that do not overlap, and the copy's progress (pages copied) underneath.
+
+Readable without colour: every state has a hatch pattern and a legend entry (Okabe-Ito colours),
+wide segments carry the state's name, markers differ by shape.  The figures stretch to the
+width they are given.  The view opens on the last wake-to-fault window (widened so that the
+C-state exit shows), with the whole run one click away (``.zoom``)."""
 from __future__ import annotations
 
 from typing import Any
@@ -8,62 +14,109 @@ from typing import Any
 import ipywidgets as ipw
 import numpy as np
 from bokeh.layouts import column
-from bokeh.models import ColumnDataSource, DataRange1d, FixedTicker, HoverTool, Range1d, Span
+from bokeh.models import ColumnDataSource, FixedTicker, HoverTool, Legend, LegendItem, Range1d, Span
 from bokeh.plotting import figure
 from jupyter_bokeh import BokehModel
 
 from lab.scenario import Resume
 
-from ._common import MessageBox, guarded, state_color, state_label
+from ._common import OKABE_ITO, STATE_STYLES, MessageBox, check_int, guarded, state_color, state_hatch, state_label
 
 PROGRESS_EVERY = 64  # pages between two points of the progress line
+ZOOMS = ("wake to fault", "whole run")
+#: the wake-to-fault window is widened to at least this share of the run, so that the C-state
+#: exit (100 us of a 50 ms run) is wider than a pixel
+MIN_WINDOW_SHARE = 0.04
+LABEL_PX = 6.5  # width of a character of the phase labels (8pt), to keep them apart
+PLOT_PX = 900  # the width assumed when placing labels (the figure stretches around it)
 
 
 class TimelineView(ipw.VBox):
     """``.lanes`` (segments), ``.wakes``, ``.faults``, ``.phases`` and ``.progress`` are its
     ColumnDataSources; ``.segments[cpu]`` the lanes as [start_ns, end_ns or None, label]."""
 
-    def __init__(self, resume: Resume, width: int = 980) -> None:
+    def __init__(self, resume: Resume, width: int | None = None, zoom: str = "wake to fault",
+                 progress_inline: bool = True) -> None:
+        """``width`` None stretches to the width available (else 400 to 4000 px); the copy's
+        progress is drawn under the lanes, or (``progress_inline`` False) only in
+        ``.progress_bokeh`` for the caller to place."""
+        if not isinstance(progress_inline, bool):
+            raise ValueError(f"progress_inline must be True or False, got {progress_inline!r}")
+        if not isinstance(resume, Resume):
+            raise ValueError(f"resume must be a lab.scenario.Resume, got {type(resume).__name__}")
+        if width is not None:
+            check_int("width", width, 400, 4000)
+        if zoom not in ZOOMS:
+            raise ValueError(f"zoom must be one of {', '.join(ZOOMS)}, got {zoom!r}")
         self.lanes = ColumnDataSource(name="timeline-lanes", data=dict(
-            left=[], right=[], bottom=[], top=[], color=[], label=[], cpu=[], start=[], end=[]))
+            left=[], right=[], bottom=[], top=[], color=[], hatch=[], label=[], cpu=[], start=[], end=[]))
+        self.lane_text = ColumnDataSource(name="timeline-lane-text", data=dict(x=[], y=[], text=[]))
         self.wakes = ColumnDataSource(name="timeline-wakes", data=dict(x=[], y=[], text=[]))
         self.faults = ColumnDataSource(name="timeline-faults", data=dict(x=[], y=[], text=[]))
+        self.overwrites = ColumnDataSource(name="timeline-overwrites", data=dict(x=[], y=[], text=[]))
         self.phases = ColumnDataSource(name="timeline-phases", data=dict(x=[], y0=[], y1=[], ty=[], name=[]))
         self.progress = ColumnDataSource(name="timeline-progress", data=dict(t=[], copied=[]))
         n = resume.config.cpus
+        size = dict(sizing_mode="stretch_width") if width is None else dict(width=width)
         # explicit ranges: auto ranges over zero-width data (everything at t=0) make BokehJS
         # warn "could not set initial ranges"
-        lanes = figure(width=width, height=60 + 34 * n, tools="xpan,xwheel_zoom,box_zoom,reset",
-                       toolbar_location="above", title="CPU run states over simulated time",
-                       x_axis_label="t (ms)", x_range=DataRange1d(start=0, min_interval=0.01),
-                       y_range=Range1d(n - 0.5, -0.5))
+        lanes = figure(height=56 + 26 * n, tools="xpan,xwheel_zoom,box_zoom,reset", toolbar_location="right",
+                       x_axis_label="t (ms): CPU run states over simulated time",
+                       x_range=Range1d(0, 1), y_range=Range1d(n - 0.5, -2.2), min_border_right=10, **size)
         lanes.ygrid.visible = False
         r_lanes = lanes.quad(left="left", right="right", bottom="bottom", top="top", fill_color="color",
-                             line_color=None, source=self.lanes)
+                             hatch_pattern="hatch", hatch_color="#000000", hatch_alpha=0.55, hatch_scale=8,
+                             line_color="#000000", line_width=0.5, source=self.lanes)
+        lanes.text(x="x", y="y", text="text", text_font_size="8pt", text_align="left", text_baseline="middle",
+                   text_color="#000000", background_fill_color="#ffffff", background_fill_alpha=0.8,
+                   source=self.lane_text)
         lanes.segment(x0="x", x1="x", y0="y0", y1="y1", line_color="#555555", line_dash="dashed",
                       source=self.phases)
-        lanes.text(x="x", y="ty", text="name", text_font_size="8pt", angle=0, x_offset=2,
-                   text_color="#555555", source=self.phases)
-        r_wakes = lanes.scatter(x="x", y="y", marker="triangle", size=11, fill_color="#fdd835",
+        lanes.text(x="x", y="ty", text="name", text_font_size="8pt", x_offset=2, text_baseline="middle",
+                   text_color="#333333", source=self.phases)
+        r_wakes = lanes.scatter(x="x", y="y", marker="triangle", size=12, fill_color=OKABE_ITO["yellow"],
                                 line_color="#000000", source=self.wakes)
-        r_faults = lanes.scatter(x="x", y="y", marker="x", size=16, line_width=3, line_color="#c62828",
+        r_over = lanes.scatter(x="x", y="y", marker="diamond", size=14, fill_color=OKABE_ITO["orange"],
+                               line_color="#000000", line_width=1.5, source=self.overwrites)
+        r_faults = lanes.scatter(x="x", y="y", marker="x", size=16, line_width=3, line_color=OKABE_ITO["vermillion"],
                                  source=self.faults)
         lanes.add_tools(HoverTool(renderers=[r_lanes], tooltips=[("cpu", "@cpu"), ("state", "@label"),
                                                                   ("from", "@start ms"), ("to", "@end ms")]))
-        lanes.add_tools(HoverTool(renderers=[r_wakes, r_faults], tooltips=[("", "@text")]))
-        prog = figure(width=width, height=170, tools="", toolbar_location=None, x_range=lanes.x_range,
+        lanes.add_tools(HoverTool(renderers=[r_wakes, r_faults, r_over], tooltips=[("", "@text")]))
+        items = []
+        for label, (color, hatch, _short) in STATE_STYLES.items():
+            if label == "mwait":
+                continue
+            g = lanes.quad(left=[0], right=[0], bottom=[0], top=[0], fill_color=color, hatch_pattern=hatch,
+                           hatch_color="#000000", hatch_alpha=0.55, hatch_scale=8, line_color="#000000", visible=False)
+            items.append(LegendItem(label=label, renderers=[g]))
+        items += [LegendItem(label="wake-up", renderers=[r_wakes]), LegendItem(label="table overwritten", renderers=[r_over]),
+                  LegendItem(label="fault", renderers=[r_faults])]
+        self.legend = Legend(items=items, location="top_left", label_text_font_size="8pt", label_height=10,
+                             glyph_width=14, glyph_height=10, spacing=0, padding=2, margin=2, ncols=2)
+        lanes.add_layout(self.legend, "right")
+        prog = figure(height=150, tools="", toolbar_location=None, x_range=Range1d(0, 1),
                       title="the copy: pages written back to their frames", x_axis_label="t (ms)",
-                      y_axis_label="pages copied", y_range=Range1d(0, 1))
-        prog.line(x="t", y="copied", line_width=2, color="#2e7d32", source=self.progress)
+                      y_axis_label="pages", y_range=Range1d(0, 1), **size)
+        prog.line(x="t", y="copied", line_width=2, color=OKABE_ITO["bluish green"], source=self.progress)
         self.total_line = Span(location=0, dimension="width", line_color="#999999", line_dash="dotted")
         prog.add_layout(self.total_line)
         self.lanes_figure, self.progress_figure = lanes, prog
         self.message = MessageBox()
+        self.zoom = ipw.ToggleButtons(options=list(ZOOMS), value=zoom,
+                                      tooltips=["the last wake-up to the fault after it, widened", "from t = 0 to now"],
+                                      style={"button_width": "110px"})
+        self.zoom.observe(lambda _c: self._apply_zoom(force=True), names="value")
+        self._range_key: tuple | None = None
+        self.progress_live = True  # False: the progress figure is hidden; send_progress() when shown
         self.bind(resume)
         # after the first update: the widget's render bundle is what a new view draws, and
         # patches sent before any view exists are lost
-        self.bokeh = BokehModel(column(lanes, prog))
-        super().__init__([self.bokeh, self.message])
+        stretch = "stretch_width" if width is None else None
+        self.progress_bokeh = BokehModel(column(prog, sizing_mode=stretch), layout=ipw.Layout(width="100%"))
+        self.bokeh = BokehModel(column(lanes, sizing_mode=stretch), layout=ipw.Layout(width="100%"))
+        parts = [self.zoom, self.bokeh] + ([self.progress_bokeh] if progress_inline else []) + [self.message]
+        super().__init__(parts, layout=ipw.Layout(width="100%"))
         self.add_class("lab-timeline")
 
     # -- model side ---------------------------------------------------------------------------
@@ -71,23 +124,30 @@ class TimelineView(ipw.VBox):
     def bind(self, resume: Resume) -> None:
         self.resume = resume
         n = resume.config.cpus
-        self.segments: dict[int, list[list[Any]]] = {}
-        for i in range(n):
-            v = resume.cpu(i)
-            self.segments[i] = [[resume.now, None, state_label(v.state, v.cstate)]]
-        self._cursor = len(resume.events)
+        # the lanes are rebuilt from all events, from the states at step 0 (the same in every
+        # run of a configuration: kept from the first bind, or the states now if bound later)
+        if resume.steps == 0 or getattr(self, "_initial_config", None) != resume.config:
+            self._initial = [state_label(resume.cpu(i).state, resume.cpu(i).cstate) for i in range(n)]
+            self._initial_config = resume.config
+        self.segments: dict[int, list[list[Any]]] = {i: [[0, None, self._initial[i]]] for i in range(n)}
+        self._cursor = 0
         self._wakes: list[tuple[int, int, str]] = []
         self._faults: list[tuple[int, int, str]] = []
-        self._phases: list[tuple[int, str]] = [(resume.now, resume.phase)]
-        self._points: list[tuple[int, int]] = [(resume.now, resume.runtime.copied)]
-        self._pages = resume.runtime.copied
+        self._overwrites: list[tuple[int, int, str]] = []
+        self._phases: list[tuple[int, str]] = []
+        self._points: list[tuple[int, int]] = [(0, 0)]
+        self._pages = 0
         self._drawn: tuple | None = None
-        ticks = list(range(n))
-        self.lanes_figure.yaxis.ticker = FixedTicker(ticks=ticks)
-        self.lanes_figure.yaxis.major_label_overrides = {i: f"cpu{i}" for i in ticks}
-        self.total_line.location = len(resume.loaded.pblist)
-        self.progress_figure.y_range.end = max(1, len(resume.loaded.pblist)) * 1.05
-        self.lanes_figure.y_range.start, self.lanes_figure.y_range.end = n - 0.5, -0.5
+        self._range_key = None
+        if getattr(self, "_axes_for", None) != (n, len(resume.loaded.pblist)):
+            # set once per machine: every Bokeh change is a message to the browser
+            self._axes_for = (n, len(resume.loaded.pblist))
+            ticks = list(range(n))
+            self.lanes_figure.yaxis.ticker = FixedTicker(ticks=ticks)
+            self.lanes_figure.yaxis.major_label_overrides = {i: f"cpu{i}" for i in ticks}
+            self.total_line.location = len(resume.loaded.pblist)
+            self.progress_figure.y_range.end = max(1, len(resume.loaded.pblist)) * 1.05
+            self.lanes_figure.y_range.start, self.lanes_figure.y_range.end = n - 0.5, -2.2
         self.update(resume)
 
     def _transition(self, cpu: int, t: int, label: str) -> None:
@@ -110,8 +170,8 @@ class TimelineView(ipw.VBox):
         last_t: dict[int, int] = {}
         for e in new:
             k = e.kind
-            if k == "page_copied":
-                self._pages += 1
+            if k in ("page_copied", "pages_copied"):  # one page, or a streamed run of them
+                self._pages += e.data.get("count", 1)
                 if self._pages - self._points[-1][1] >= PROGRESS_EVERY:
                     self._points.append((e.t, self._pages))
                 continue
@@ -128,6 +188,10 @@ class TimelineView(ipw.VBox):
                 self.segments[e.cpu][-1][1] = at
                 self.segments[e.cpu].append([at, None, "running"])
                 self._wakes.append((e.t, e.cpu, f"cpu{e.cpu} wakes: {d.get('reason', '')}"))
+            elif k == "table_overwritten" and e.cpu is not None:
+                self._overwrites.append((e.t, e.cpu, f"cpu{e.cpu} asleep: {('PML4', 'PDPT', 'PD', 'PT')[d['level']]} "
+                                         f"entry in frame {d['pfn']:#x} overwritten by {d['by']}: "
+                                         f"{d['old']:#x} -> {d['new']:#x}"))
             elif k == "play_dead" and e.cpu is not None:
                 self._transition(e.cpu, e.t, "running")
             elif k == "fault" and e.cpu is not None:
@@ -158,13 +222,16 @@ class TimelineView(ipw.VBox):
         self.resume = resume
         self._ingest(resume)
         now = resume.now
-        key = (now, len(self._wakes), len(self._faults), len(self._phases), len(self._points),
-               sum(len(s) for s in self.segments.values()))
+        key = (now, len(self._wakes), len(self._faults), len(self._overwrites), len(self._phases),
+               len(self._points), sum(len(s) for s in self.segments.values()))
         if key == self._drawn:
             return
         self._drawn = key
-        rows: dict[str, list] = {k: [] for k in ("left", "right", "bottom", "top", "color", "label", "cpu",
+        lo, hi = self._apply_zoom()
+        rows: dict[str, list] = {k: [] for k in ("left", "right", "bottom", "top", "color", "hatch", "label", "cpu",
                                                  "start", "end")}
+        text: dict[str, list] = {"x": [], "y": [], "text": []}
+        min_w = 0.08 * (hi - lo)
         for c, segs in self.segments.items():
             for start, end, label in segs:
                 if start > now:
@@ -175,27 +242,68 @@ class TimelineView(ipw.VBox):
                 rows["bottom"].append(c - 0.35)
                 rows["top"].append(c + 0.35)
                 rows["color"].append(state_color(label))
+                rows["hatch"].append(state_hatch(label))
                 rows["label"].append(label)
                 rows["cpu"].append(c)
                 rows["start"].append(round(start / 1e6, 6))
                 rows["end"].append(round(stop / 1e6, 6))
-        self.lanes.data = rows
-        self.wakes.data = dict(x=[t / 1e6 for t, _, _ in self._wakes], y=[c for _, c, _ in self._wakes],
-                               text=[s for _, _, s in self._wakes])
-        self.faults.data = dict(x=[t / 1e6 for t, _, _ in self._faults], y=[c for _, c, _ in self._faults],
-                                text=[s for _, _, s in self._faults])
+                a, b = max(start / 1e6, lo), min(stop / 1e6, hi)
+                if b - a >= min_w:  # at the segment's left: a fixed place, sent once
+                    text["x"].append(a + 0.01 * (hi - lo))
+                    text["y"].append(c)
+                    text["text"].append(label)
+        send(self.lanes, rows)
+        send(self.lane_text, text)
+        for src, items in ((self.wakes, self._wakes), (self.faults, self._faults), (self.overwrites, self._overwrites)):
+            send(src, dict(x=[t / 1e6 for t, _, _ in items], y=[c for _, c, _ in items], text=[s for _, _, s in items]))
         n = len(self.segments)
-        self.phases.data = dict(x=[t / 1e6 for t, _ in self._phases], y0=[-0.5] * len(self._phases),
-                                y1=[n - 0.5] * len(self._phases),
-                                ty=[-0.45 + 0.3 * (i % 2) for i in range(len(self._phases))],
-                                name=[p for _, p in self._phases])
+        send(self.phases, dict(x=[t / 1e6 for t, _ in self._phases], y0=[-0.5] * len(self._phases),
+                               y1=[n - 0.5] * len(self._phases),
+                               ty=[-0.8 - 0.55 * r for r in label_rows(self._phases, lo, hi)],
+                               name=[p for _, p in self._phases]))
+        if self.progress_live:
+            self.send_progress()
+
+    def send_progress(self) -> None:
+        """Draw the copy's progress (ResumeLab calls it only while its tab is shown)."""
         pts = np.asarray(self._points, dtype=np.float64).reshape(-1, 2)
-        self.progress.data = dict(t=pts[:, 0] / 1e6, copied=pts[:, 1])
+        send(self.progress, dict(t=(pts[:, 0] / 1e6).tolist(), copied=pts[:, 1].tolist()))
+        self.progress_figure.x_range.end = max(self.resume.now, 1) / 1e6 * 1.02
+
+    def window(self) -> tuple[float, float]:
+        """The x range (ms) the zoom asks for: the whole run, or the last wake-up to the first
+        fault after it (or to now), widened to MIN_WINDOW_SHARE of the run at least."""
+        now = max(self.resume.now, 1) / 1e6
+        whole = (0.0, nice_ceil(now * 1.02))
+        if self.zoom.value == "whole run" or not self._wakes:
+            return whole
+        fault_t = [t for t, _, _ in self._faults]
+        wake_t = [t for t, _, _ in self._wakes if not fault_t or t <= fault_t[0]] or [self._wakes[-1][0]]
+        start = wake_t[-1] / 1e6
+        end = next((t / 1e6 for t in fault_t if t >= wake_t[-1]), None)
+        end = nice_ceil(now) if end is None else end
+        width = max(end - start, MIN_WINDOW_SHARE * now)
+        pad = 0.35 * width
+        hi = min(nice_ceil(now * 1.02), end + pad)
+        return max(0.0, hi - width - 2 * pad), hi
+
+    def _apply_zoom(self, force: bool = False) -> tuple[float, float]:
+        lo, hi = self.window()
+        key = (self.zoom.value, round(lo, 6), round(hi, 6))
+        if force or key != self._range_key:
+            self._range_key = key
+            self.lanes_figure.x_range.start, self.lanes_figure.x_range.end = lo, hi
+        if force:
+            self._drawn = None
+            self.update(self.resume)
+        return lo, hi
 
     def current_labels(self) -> dict[int, str]:
         return {c: segs[-1][2] for c, segs in self.segments.items()}
 
     def check(self, resume: Resume) -> list[str]:
+        """Mismatches with the model (the progress is brought up to date first if hidden)."""
+        self.send_progress()
         bad = []
         for c, label in self.current_labels().items():
             v = resume.cpu(c)
@@ -206,3 +314,42 @@ class TimelineView(ipw.VBox):
         if len(copied) and int(copied[-1]) != resume.runtime.copied:
             bad.append(f"timeline progress ends at {int(copied[-1])}, model copied {resume.runtime.copied}")
         return bad
+
+
+def label_rows(phases: list[tuple[int, str]], lo: float, hi: float, px: int = PLOT_PX) -> list[int]:
+    """A row for each phase label (time in ns, name) so that labels in one row do not overlap
+    when ``lo``..``hi`` ms is drawn ``px`` wide: each goes into the first row whose last label
+    ends left of it."""
+    scale = (hi - lo) / px if hi > lo else 1.0
+    ends: list[float] = []
+    out = []
+    for t, name in phases:
+        x = t / 1e6
+        w = (len(name) * LABEL_PX + 6) * scale
+        row = next((i for i, end in enumerate(ends) if end <= x), len(ends))
+        if row == len(ends):
+            ends.append(x + w)
+        else:
+            ends[row] = x + w
+        out.append(row)
+    return out
+
+
+def send(src: ColumnDataSource, data: dict[str, list]) -> None:
+    """Give ``src`` ``data`` only when it differs (every change is a message to the browser).
+    Whole data, never a patch: these sources change length, and BokehJS echoes a patch back,
+    which fails in the kernel once the data it patched has been replaced by shorter data."""
+    old = src.data
+    if set(old) == set(data) and all(list(old[k]) == list(v) for k, v in data.items()):
+        return
+    src.data = data
+
+
+
+def nice_ceil(x: float) -> float:
+    """``x`` rounded up to two significant digits: the time axis's end moves in steps of a
+    few percent, not on every step (each change is a message to the browser)."""
+    if x <= 0:
+        return 1.0
+    step = 10 ** (np.floor(np.log10(x)) - 1)
+    return float(np.ceil(x / step) * step)

@@ -1,6 +1,8 @@
 """The page walk of a virtual address on one CPU, level by level, as the tables in memory are
 now (what a debugger would see; the TLB is not consulted).  Entries in frames the restore has
-overwritten, or is about to, are marked with the old and the new value where they are known."""
+overwritten, or is about to, are marked with the entry before the copy and after it, and the
+time the copy overwrote it; all of it asked of the model (``Resume.frame_before_copy``, the
+``table_overwritten`` events of lab.watch), never snapshotted by the view."""
 from __future__ import annotations
 
 import html
@@ -11,10 +13,9 @@ import ipywidgets as ipw
 import numpy as np
 
 from lab.hw.paging import LEVELS, Walk, decode, split
-from lab.memmap import is_page_table_role
 from lab.scenario import Resume
 
-from ._common import MessageBox, guarded, parse_va
+from ._common import MessageBox, check_int, guarded, parse_va
 
 
 @dataclass(frozen=True)
@@ -28,9 +29,12 @@ class WalkRow:
     restore_role: str | None
     image_role: str | None
     mark: str  # "", "pending", "overwritten", "restored"
-    old: int | None  # the entry before the copy, if known
-    new: int | None  # the entry the copy writes (the image's), if known
+    old: int | None  # the entry before the copy (None: the frame is not in the copy's way)
+    new: int | None  # the entry the copy writes (the image's) or wrote
     fault: bool
+    overwritten_at: int | None = None  # when the copy overwrote it on a sleeping CPU's path (ns)
+    overwritten_by: str | None = None
+    changed: bool = False  # the entry differs from what the view showed before the last step
 
 
 def _entry_in(content: Any, index: int) -> int | None:
@@ -45,12 +49,16 @@ class WalkView(ipw.VBox):
     ``<tr class="lab-walk-row">`` per level read, the failing one also ``lab-walk-fault``."""
 
     def __init__(self, resume: Resume, cpu: int | None = None) -> None:
+        if not isinstance(resume, Resume):
+            raise ValueError(f"resume must be a lab.scenario.Resume, got {type(resume).__name__}")
         n = resume.config.cpus
+        if cpu is not None:
+            check_int("cpu", cpu, 0, n - 1)
         self.cpu_select = ipw.Dropdown(options=[(f"cpu{i}", i) for i in range(n)], description="CPU",
-                                       layout=ipw.Layout(width="190px"))
-        self.address = ipw.Text(description="VA", continuous_update=False, layout=ipw.Layout(width="300px"),
+                                       layout=ipw.Layout(width="150px"))
+        self.address = ipw.Text(description="VA", continuous_update=False, layout=ipw.Layout(width="260px"),
                                 placeholder="hex, e.g. 0xffff8800ba800010")
-        self.walk_button = ipw.Button(description="Walk", layout=ipw.Layout(width="auto"))
+        self.walk_button = ipw.Button(description="Walk", tooltip="walk the address on the chosen CPU", layout=ipw.Layout(width="auto"))
         self.mwait_button = ipw.Button(description="mwait_ptr", tooltip="the CPU's monitored address",
                                        layout=ipw.Layout(width="auto"))
         self.title = ipw.HTML()
@@ -63,7 +71,7 @@ class WalkView(ipw.VBox):
         self.rows: list[WalkRow] = []
         self.walk: Walk | None = None
         self.info: str = ""
-        self._old: dict[int, np.ndarray] = {}
+        self._shown: dict[tuple[int, int, int], int] = {}  # (cpu, va, level) -> entry shown
         self._quiet = False
         self.cpu_select.observe(self._on_cpu, names="value")
         self.address.observe(self._on_address, names="value")
@@ -73,7 +81,9 @@ class WalkView(ipw.VBox):
 
     # -- state --------------------------------------------------------------------------------
     @guarded("message")
-    def bind(self, resume: Resume, cpu: int | None = None) -> None:
+    def bind(self, resume: Resume, cpu: int | None = None, keep: bool = False) -> None:
+        """Show ``resume``: ``cpu``'s monitored address, or (``keep``) the same CPU and address
+        as before (after Step back, the same walk one step earlier)."""
         self.resume = resume
         n = resume.config.cpus
         if len(self.cpu_select.options) != n:
@@ -82,11 +92,9 @@ class WalkView(ipw.VBox):
                 self.cpu_select.options = [(f"cpu{i}", i) for i in range(n)]
             finally:
                 self._quiet = False
-        self._old = {}
-        # the restore kernel's page tables as they are before the copy: the "old" values
-        for pfn, role in resume.restore_kernel.layout.roles.items():
-            if is_page_table_role(role) and resume.frame(pfn).status == "pending":
-                self._old[pfn] = resume.frame_content(pfn)
+        if keep and getattr(self, "cpu", n) < n:
+            self.update(resume)
+            return
         cpu = (1 if n > 1 else 0) if cpu is None else cpu
         self.cpu = cpu
         self.va = resume.mwait_ptr(cpu)
@@ -140,6 +148,7 @@ class WalkView(ipw.VBox):
             w = resume.walk(self.cpu, self.va)
         except ValueError as exc:  # paging off (wait-for-SIPI, reset)
             return None, [], str(exc)
+        overwrites = {(e.data["pfn"], e.data["index"]): e for e in resume.overwrites()}
         rows = []
         phys_bits = resume.machine.memory.phys_bits
         for i, s in enumerate(w.steps):
@@ -151,19 +160,26 @@ class WalkView(ipw.VBox):
                 status, rrole, irole = "not RAM", None, None
             old = new = None
             mark = ""
+            if status in ("pending", "restored"):
+                before = resume.frame_before_copy(pfn)
+                old = int(before[s.index]) if before is not None else None
             if status == "pending":
                 mark = "pending"
-                self._old[pfn] = resume.frame_content(pfn)
-                old = s.entry
                 new = _entry_in(resume.image.content(pfn), s.index)
             elif status == "restored":
-                mark = "overwritten" if rrole != irole else "restored"
                 new = s.entry
-                if pfn in self._old:
-                    old = int(self._old[pfn][s.index])
+                mark = "overwritten" if rrole != irole or (old is not None and old != new) else "restored"
+            ev = overwrites.get((pfn, s.index))
+            if ev is not None and ev.t <= resume.now:
+                mark, old, new = "overwritten", ev.data["old"], s.entry
             failing = w.fault is not None and w.fault.vector == "#PF" and i == len(w.steps) - 1
+            key = (self.cpu, self.va, s.level)
+            changed = key in self._shown and self._shown[key] != s.entry
             rows.append(WalkRow(s.level, s.table, s.index, s.entry, str(decode(s.entry, s.level, phys_bits)),
-                                status, rrole, irole, mark, old, new, failing))
+                                status, rrole, irole, mark, old, new, failing,
+                                ev.t if ev is not None else None, ev.data["by"] if ev is not None else None,
+                                changed))
+        self._shown = {(self.cpu, self.va, r.level): r.entry for r in rows}
         return w, rows, ""
 
     @guarded("message")
@@ -179,25 +195,26 @@ class WalkView(ipw.VBox):
     def render(self, w: Walk | None, rows: list[WalkRow], info: str) -> str:
         if w is None:
             return f'<table><tr><td class="lab-note">{html.escape(info)}</td></tr></table>'
-        head = ("<tr><th>level</th><th>table frame</th><th>index</th><th>entry</th><th>decoded</th>"
-                "<th>the restore</th></tr>")
+        head = ("<tr><th>level</th><th>table frame</th><th>index</th><th>entry now</th>"
+                "<th>the copy: before -> after</th></tr>")
         body = []
         for row in rows:
             cls = "lab-walk-row" + (f" lab-walk-{row.mark}" if row.mark else "") + (
-                " lab-walk-fault" if row.fault else "")
+                " lab-walk-fault" if row.fault else "") + (" lab-changed" if row.changed else "")
             role = row.restore_role or "-"
             if row.image_role and row.image_role != row.restore_role:
                 role += f" / image: {row.image_role}"
             body.append(
                 f'<tr class="{cls}"><td>{LEVELS[row.level]}</td>'
                 f"<td>{row.table >> 12:#x}<br><small>{html.escape(role)}</small></td>"
-                f"<td>{row.index}</td><td>{row.entry:#018x}</td><td>{html.escape(row.decoded)}</td>"
+                f"<td>{row.index}</td><td title=\"{html.escape(row.decoded)}\">{row.entry:#018x}<br>"
+                f"<small>{html.escape(row.decoded.split(' -> ')[-1])}</small></td>"
                 f"<td>{html.escape(self._restore_text(row))}</td></tr>")
         last = rows[-1].level if rows else -1
         for level in range(last + 1, 4):
             why = "not reached: the walk stopped above" if w.fault is not None else \
                 "none: a large page ends the walk above"
-            body.append(f'<tr class="lab-walk-unreached"><td>{LEVELS[level]}</td><td colspan="5">{why}</td></tr>')
+            body.append(f'<tr class="lab-walk-unreached"><td>{LEVELS[level]}</td><td colspan="4">{why}</td></tr>')
         if w.fault is not None:
             foot = f"<b>{html.escape(w.fault.describe())}</b>"
         else:
@@ -209,19 +226,21 @@ class WalkView(ipw.VBox):
                 foot += f", {fv.restore_role or 'no named role'}; {fv.status}"
             except ValueError:
                 foot += ", not RAM"
-        return (f"<table>{head}{''.join(body)}<tr><td colspan='6'>{foot}</td></tr></table>")
+        return (f"<table>{head}{''.join(body)}<tr><td colspan='5'>{foot}</td></tr></table>")
 
     @staticmethod
     def _restore_text(row: WalkRow) -> str:
+        """Short: the frame's roles are in the table-frame column already."""
+        old = f"{row.old:#x}" if row.old is not None else "not recorded (the watch began after the copy)"
+        if row.overwritten_at is not None:
+            return (f"OVERWRITTEN at t={row.overwritten_at / 1e6:.6f} ms by {row.overwritten_by} under a sleeping "
+                    f"CPU: before {old} -> after {row.entry:#x}")
         if row.status == "pending":
             new = f"{row.new:#x}" if row.new is not None else "?"
-            return f"will be overwritten by the copy ({row.image_role or 'image page'}): new entry {new}"
+            return f"will be overwritten by the copy with {new}"
         if row.status == "restored":
-            old = f"{row.old:#x}" if row.old is not None else "unknown"
-            if row.mark == "overwritten":
-                return (f"OVERWRITTEN by the copy: was {row.restore_role or '?'} (entry {old}), "
-                        f"now {row.image_role or 'image data'} (entry {row.new:#x})")
-            return f"restored with the image's own {row.image_role or 'page'} (entry was {old})"
+            what = "OVERWRITTEN by the copy" if row.mark == "overwritten" else "restored, the image's own table"
+            return f"{what}: before {old} -> after {row.entry:#x}"
         if row.status == "direct":
             return "image page loaded in place (not touched by the copy)"
         return row.status

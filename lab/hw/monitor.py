@@ -39,6 +39,7 @@ class MonitorUnit:
         self.clflush_triggers = clflush_triggers
         self.armed: dict[int, Armed] = {}
         self._pages: dict[int, set[int]] = {}  # pfn -> cpus with an armed line in it
+        self._lines: dict[int, set[int]] = {}  # line address -> cpus armed on it
         self.on_trigger: Callable[[int, str, str, int], None] | None = None
 
     def line_of(self, paddr: int) -> int:
@@ -51,6 +52,7 @@ class MonitorUnit:
         line = self.line_of(paddr)
         self.armed[cpu] = Armed(line)
         self._pages.setdefault(line >> PAGE_SHIFT, set()).add(cpu)
+        self._lines.setdefault(line, set()).add(cpu)
         return line
 
     def disarm(self, cpu: int) -> None:
@@ -61,6 +63,11 @@ class MonitorUnit:
                 cpus.discard(cpu)
                 if not cpus:
                     del self._pages[old.line >> PAGE_SHIFT]
+            sharers = self._lines.get(old.line)
+            if sharers is not None:
+                sharers.discard(cpu)
+                if not sharers:
+                    del self._lines[old.line]
 
     def pages(self) -> list[int]:
         """Frames holding an armed line (a store there may wake someone)."""
@@ -77,23 +84,22 @@ class MonitorUnit:
             own_only = True
         else:
             own_only = False
-        first = paddr >> PAGE_SHIFT
-        last = (paddr + nbytes - 1) >> PAGE_SHIFT
-        if last - first > len(self._pages):
-            pages = [p for p in self._pages if first <= p <= last]
-        else:
-            pages = [p for p in range(first, last + 1) if p in self._pages]
-        for pfn in pages:
-            for cpu in sorted(self._pages.get(pfn, ())):
-                a = self.armed[cpu]
-                if a.triggered or not (paddr < a.line + self.line_size and a.line < paddr + nbytes):
-                    continue
-                own = agent == f"cpu{cpu}"
-                if own_only and not own:
-                    continue
-                # the CPU's own store also sets the trigger (MWAIT then falls through), but it
-                # cannot wake a CPU that is executing; a remote store wakes a sleeping one.
-                a.triggered = True
-                a.by = f"{kind} by {agent}"
-                if not own and self.on_trigger is not None:
-                    self.on_trigger(cpu, agent, kind, a.line)
+        size = self.line_size
+        first, last = self.line_of(paddr), self.line_of(paddr + nbytes - 1)
+        if (last - first) // size > len(self._lines):  # a large store: look at the armed lines
+            lines = sorted(ln for ln in self._lines if first <= ln <= last)
+        else:  # a small one (a store, a CLFLUSH, a page): look at its own lines
+            lines = [ln for ln in range(first, last + 1, size) if ln in self._lines]
+        for cpu in sorted(c for line in lines for c in self._lines[line]):  # CPU order, as documented
+            a = self.armed[cpu]
+            if a.triggered or not (paddr < a.line + self.line_size and a.line < paddr + nbytes):
+                continue
+            own = agent == f"cpu{cpu}"
+            if own_only and not own:
+                continue
+            # the CPU's own store also sets the trigger (MWAIT then falls through), but it
+            # cannot wake a CPU that is executing; a remote store wakes a sleeping one.
+            a.triggered = True
+            a.by = f"{kind} by {agent}"
+            if not own and self.on_trigger is not None:
+                self.on_trigger(cpu, agent, kind, a.line)

@@ -17,19 +17,24 @@ def card_matches(lab: widgets.ResumeLab) -> None:
         assert card.view == v
         assert f"lab-cpu-{i}" in card._dom_classes and "lab-cpu-card" in card._dom_classes
         assert card.faulted == bool(v.oops)
-        assert f"wake-ups {v.wakeups}" in card.info.value
+        assert f"wake-ups {v.wakeups} " in card.summary.value
+        if i != lab.cards.selected:
+            continue  # the detail pane shows the selected CPU only
         assert f"TLB entries {v.tlb_entries}" in card.info.value
         if v.cr3 is not None:
             assert f"CR3 {v.cr3:#x}" in card.info.value
         marked = [ln for ln in v.listing.splitlines() if ln.startswith("=>")]
         if marked:
             assert f'<span class="lab-rip">{html.escape(marked[0])}</span>' in card.listing.value
+        assert lab.cards.detail.children == (card.info, card.oops, card.listing)
 
 
 def test_cards_follow_each_step(workshop_lab: widgets.ResumeLab) -> None:
     s = workshop_lab.stepper
     states = set()
-    for _ in range(60):
+    for i in range(60):
+        if i == 30:
+            workshop_lab.cards.pick.value = 0  # the detail pane follows the pick
         s.step_button.click()
         card_matches(workshop_lab)
         states |= {c.state for c in workshop_lab.cards.cards}
@@ -45,6 +50,7 @@ def test_mwait_card_shows_the_cstate_and_armed_line(report_lab: widgets.ResumeLa
     v = r.cpu(1)
     assert v.state == "mwait" and v.cstate == "C6"
     assert "mwait C6" in report_lab.cards[1].header.value
+    report_lab.cards.pick.value = 1
     assert f"monitor armed on {v.armed_line:#x}" in report_lab.cards[1].info.value
     assert "thread_info" in report_lab.cards[1].info.value
 

@@ -33,6 +33,7 @@ def sources_match(lab: widgets.ResumeLab) -> None:
 
 def test_sources_equal_the_aggregation_after_each_step(report_lab: widgets.ResumeLab) -> None:
     s, r = report_lab.stepper, report_lab.resume
+    report_lab.tabs.selected_index = 1  # the memory map is drawn while its tab is shown
     sources_match(report_lab)
     s.target.value = "phase change"
     while r.phase != "copy":
@@ -47,6 +48,7 @@ def test_sources_equal_the_aggregation_after_each_step(report_lab: widgets.Resum
 
 def test_lengths_do_not_grow_with_clicks(workshop_lab: widgets.ResumeLab) -> None:
     view = workshop_lab.memmap
+    workshop_lab.tabs.selected_index = 1
     n = len(view.cells.data["left"])
     for _ in range(50):
         workshop_lab.stepper.step_button.click()
@@ -82,3 +84,16 @@ def test_default_preset_map() -> None:
     assert len(view.cells.data["left"]) == view.map.nbins <= 1024
     assert view.map.counts.sum() == r.machine.memory.nr_frames > 2_000_000
     assert int(np.sum(view.cells.data["pending"])) == len(r.loaded.pblist)
+
+
+def test_hidden_map_waits_and_catches_up(report_lab: widgets.ResumeLab) -> None:
+    s, r = report_lab.stepper, report_lab.resume
+    assert report_lab.tabs.selected_index == 0 and not report_lab.memmap.live
+    s.step_to("phase change")
+    while r.phase != "copy":
+        s.step_to("phase change")
+    for _ in range(5):
+        s.step_button.click()
+    assert int(np.sum(report_lab.memmap.cells.data["restored"])) < r.runtime.copied, "not drawn while hidden"
+    report_lab.tabs.selected_index = 1
+    sources_match(report_lab)

@@ -39,6 +39,7 @@ def test_lanes_follow_the_run(report_lab: widgets.ResumeLab) -> None:
 
 def test_faults_and_progress_after_the_fault(faulted_lab: widgets.ResumeLab) -> None:
     r, tl = faulted_lab.resume, faulted_lab.timeline
+    faulted_lab.tabs.selected_index = 4  # the copy's progress is drawn while its tab is shown
     lanes_consistent(faulted_lab)
     faults = [e for e in r.events if e.kind == "fault"]
     assert len(tl.faults.data["x"]) == len(faults) >= 1
