@@ -43,6 +43,13 @@ class PageTables:
         if va % size or pa % size:
             raise ValueError(f"va {va:#x} and pa {pa:#x} must both be aligned to the page size {size:#x}")
         leaf_level = SIZE_LEVEL[size]
+        table = self._leaf_table(va, leaf_level, us)
+        eaddr = table + ((va >> SHIFTS[leaf_level]) & 511) * 8
+        self.memory.write_u64(eaddr, make_entry(pa, rw=rw, us=us, g=g, nx=nx, ps=leaf_level < 3,
+                                                   a=self.accessed, d=self.accessed), self.agent)
+
+    def _leaf_table(self, va: int, leaf_level: int, us: bool) -> int:
+        """The table at ``leaf_level`` for ``va``, creating the tables above it as needed."""
         table = self.root
         for level in range(leaf_level):
             eaddr = table + ((va >> SHIFTS[level]) & 511) * 8
@@ -55,9 +62,7 @@ class PageTables:
                 raise ValueError(f"va {va:#x}: a larger page already maps this range")
             else:
                 table = e & ADDR_MASK
-        eaddr = table + ((va >> SHIFTS[leaf_level]) & 511) * 8
-        self.memory.write_u64(eaddr, make_entry(pa, rw=rw, us=us, g=g, nx=nx, ps=leaf_level < 3,
-                                                   a=self.accessed, d=self.accessed), self.agent)
+        return table
 
     def _map_run(self, va: int, pa: int, size: int, n: int, *, rw: bool = True, us: bool = False,
                  g: bool = False, nx: bool = False) -> None:
@@ -67,18 +72,7 @@ class PageTables:
             self.map(va, pa, size, rw=rw, us=us, g=g, nx=nx)
             return
         leaf_level = SIZE_LEVEL[size]
-        table = self.root
-        for level in range(leaf_level):
-            eaddr = table + ((va >> SHIFTS[level]) & 511) * 8
-            e = self.memory.read_u64(eaddr)
-            if not e & P:
-                nxt = self._new_table()
-                self.memory.write_u64(eaddr, make_entry(nxt, rw=True, us=us, a=self.accessed, d=self.accessed), self.agent)
-                table = nxt
-            elif e & PS:
-                raise ValueError(f"va {va:#x}: a larger page already maps this range")
-            else:
-                table = e & ADDR_MASK
+        table = self._leaf_table(va, leaf_level, us)
         first = (va >> SHIFTS[leaf_level]) & 511
         flags = make_entry(0, rw=rw, us=us, g=g, nx=nx, ps=leaf_level < 3, a=self.accessed, d=self.accessed)
         arr = self.memory.read_page(table >> PAGE_SHIFT)
