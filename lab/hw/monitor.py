@@ -85,12 +85,17 @@ class MonitorUnit:
         else:
             own_only = False
         size = self.line_size
-        first, last = self.line_of(paddr), self.line_of(paddr + nbytes - 1)
-        if (last - first) // size > len(self._lines):  # a large store: look at the armed lines
-            lines = sorted(ln for ln in self._lines if first <= ln <= last)
-        else:  # a small one (a store, a CLFLUSH, a page): look at its own lines
-            lines = [ln for ln in range(first, last + 1, size) if ln in self._lines]
-        for cpu in sorted(c for line in lines for c in self._lines[line]):  # CPU order, as documented
+        if nbytes <= size:  # a qword store or a CLFLUSH: only that line's (or two lines') sharers
+            lines = {self.line_of(paddr), self.line_of(paddr + nbytes - 1)}
+            cpus = sorted(c for ln in lines for c in self._lines.get(ln, ()))
+        else:  # a page or more: the CPUs armed in the pages it covers
+            first, last = paddr >> PAGE_SHIFT, (paddr + nbytes - 1) >> PAGE_SHIFT
+            if last - first > len(self._pages):
+                pages = [p for p in self._pages if first <= p <= last]
+            else:
+                pages = [p for p in range(first, last + 1) if p in self._pages]
+            cpus = sorted(c for p in pages for c in self._pages[p])
+        for cpu in cpus:  # CPU order, as documented
             a = self.armed[cpu]
             if a.triggered or not (paddr < a.line + self.line_size and a.line < paddr + nbytes):
                 continue
