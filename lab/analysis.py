@@ -73,45 +73,30 @@ def predict(resume: "Resume", cpu: int) -> Prediction:
     from .kernel.layout import PAGE_SIZE
 
     k = resume.restore_kernel
-    pbl = resume.loaded.pblist
-
-    class _Pos:  # the dict-like view of pblist positions this function needs
-        def get(self, pfn: int) -> int | None:
-            return pbl.index_of(pfn)
-
-        def __contains__(self, pfn: int) -> bool:
-            return pbl.index_of(pfn) is not None
-
-        def __getitem__(self, pfn: int) -> int:
-            return pbl.index_of(pfn)  # type: ignore[return-value]
-
-        def __len__(self) -> int:
-            return len(pbl)
-
-    pos = _Pos()
+    pos = resume.loaded.pblist.index_of  # pblist position of a frame, None if not on it
     ptr = k.layout.mwait_ptr(cpu)
-    woken = pos.get(k.layout.idle_stacks[cpu])
+    woken = pos(k.layout.idle_stacks[cpu])
     before = walk(resume.machine.memory, k.cr3, ptr, set_accessed=False)
     brk = set(k.layout.image.brk_pgt_buf) | {k.layout.image.init_level4_pgt}
     junk = closes = None
     for step in before.steps:
         frame = step.table // PAGE_SIZE
         if frame in brk:  # restored from the image, it leads the walk into the image's own tables
-            if frame in pos:
-                closes = pos[frame] if closes is None else min(closes, pos[frame])
+            if pos(frame) is not None:
+                closes = pos(frame) if closes is None else min(closes, pos(frame))
             continue
         new = resume.image.content(frame)
-        if new is None or frame not in pos:
+        if new is None or pos(frame) is None:
             continue
         entry = int((new.materialize() if hasattr(new, "materialize") else new)[step.index])
         bad = not entry & P or decode(entry, step.level, resume.machine.memory.phys_bits).reserved
         if bad and entry != step.entry:
-            junk = pos[frame] if junk is None else min(junk, pos[frame])
+            junk = pos(frame) if junk is None else min(junk, pos(frame))
     if woken is None or junk is None:
         return Prediction(cpu, woken, junk, closes, None, False)
     cfg = resume.config
     lo, hi = fault_window()
-    subs = {w: woken, t: junk, b: closes if closes is not None else len(pos) + 1, c: cfg.page_copy_ns}
+    subs = {w: woken, t: junk, b: closes if closes is not None else len(resume.loaded.pblist) + 1, c: cfg.page_copy_ns}
     latency = cfg.c6_exit_ns
     faults = bool(lo.subs(subs) < latency < hi.subs(subs))
     return Prediction(cpu, woken, junk, closes, woken + latency / cfg.page_copy_ns, faults)

@@ -94,7 +94,7 @@ def _summary_text(s: dict) -> str:
              f"  image load: {s['load']['direct']} pages in place, {s['load']['via_pbe']} via pbe "
              f"({s['load']['safe_pages']} safe pages)",
              f"  pages copied: {s['pages_copied']}, simulated time: {s['time_ns'] / 1e6:.3f} ms, steps: {s['steps']}",
-             f"  resume ended (verdict taken) at: "
+             "  resume ended (verdict taken) at: "
              + (f"{s['resume_ended_ns'] / 1e6:.3f} ms" if s.get('resume_ended_ns') is not None else "never"),
              "  wake-ups per CPU: " + _per_cpu(s["wakeups"]),
              f"  during the copy: {s['costs']['wakeups']} wake-ups of parked CPUs "

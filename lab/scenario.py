@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from .kernel.instance import BootParams, Kernel
 from .kernel.layout import e820_for, punch_holes
 from .kernel.version import get_version
 from .kernel.restore import RestoreTiming, Runtime
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .watch import Watch
 
 INJECTABLE = ("nmi", "smi", "mce", "init")
 STRAYS = ("nmi", "smi", "mce")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..hw.memory import ZERO, ContentTag, PhysicalMemory, TaggedRange, stride_runs
-from .intervals import Intervals, count, intersect, normalize, subtract
+from .intervals import Intervals, normalize, subtract
 from .layout import Layout
 from .pagealloc import allocation_order
 
@@ -123,7 +123,7 @@ class Pblist(Sequence):
         return len(self.orig) - 1 - i[ok]
 
     def positions(self, pfns: Iterable[int]) -> list[int]:
-        return [i for i in (self.index_of(p) for p in pfns) if i is not None]
+        return self.positions_array(np.fromiter(pfns, dtype=np.int64)).tolist()
 
 
 class SafePages:

@@ -13,7 +13,7 @@ from typing import Callable
 from ..hw.memory import PhysicalMemory
 from ..hw.pagetable import PageTables
 from ..hw.paging import make_entry
-from .layout import PAGE_OFFSET, PAGE_SIZE, PMD_PAGES, Layout, Memblock, direct_va
+from .layout import PAGE_SIZE, PMD_PAGES, Layout, Memblock, direct_va
 
 KERNEL_IMAGE_SIZE = 512 << 20
 

@@ -10,10 +10,9 @@ from ..hw.isa import I, Program, mem
 from .layout import THREAD_SIZE
 
 
-def _monitor_mwait_loop(hint: int, flush: bool = True) -> list:
-    """The loop both MWAIT parkings share: (clflush,) monitor the line at rbx, mwait, again."""
+def _monitor_mwait(hint: int, flush: bool = True) -> list:
+    """What every MWAIT parking does once: (clflush,) monitor the line at rbx, mwait."""
     return [
-        "loop:",
         *([I("clflush", mem("rbx"), comment="erratum AAI65 workaround")] if flush else []),
         I("mov", "rax", "rbx"),
         I("mov", "rcx", 0),
@@ -21,8 +20,21 @@ def _monitor_mwait_loop(hint: int, flush: bool = True) -> list:
         I("monitor", comment="__monitor(mwait_ptr, 0, 0)"),
         I("mov", "rax", hint, comment="deepest C-state hint"),
         I("mwait", comment="__mwait(eax, 0)"),
-        I("jmp", "loop"),
     ]
+
+
+def _thread_info_flags(ti_flags: int) -> list:
+    """rbx = &current_thread_info()->flags: the base of the 16 KiB idle stack, plus the offset."""
+    return [
+        I("mov", "rbx", "rsp", comment="current_thread_info():"),
+        I("and", "rbx", ~(THREAD_SIZE - 1) & ((1 << 64) - 1), comment="  base of the idle stack"),
+        I("add", "rbx", ti_flags, comment="mwait_ptr = &thread_info->flags"),
+    ]
+
+
+def _monitor_mwait_loop(hint: int, flush: bool = True) -> list:
+    """The loop the MWAIT parkings share: (clflush,) monitor, mwait, again."""
+    return ["loop:", *_monitor_mwait(hint, flush), I("jmp", "loop")]
 
 
 def mwait_play_dead(hint: int, ti_flags: int) -> Program:
@@ -30,9 +42,7 @@ def mwait_play_dead(hint: int, ti_flags: int) -> Program:
     (``ti_flags``: its offset in this build) and MWAIT in the deepest C-state, in a loop (a
     wake-up just goes round again)."""
     return Program("mwait_play_dead", [
-        I("mov", "rbx", "rsp", comment="current_thread_info():"),
-        I("and", "rbx", ~(THREAD_SIZE - 1) & ((1 << 64) - 1), comment="  base of the idle stack"),
-        I("add", "rbx", ti_flags, comment="mwait_ptr = &thread_info->flags"),
+        *_thread_info_flags(ti_flags),
         I("wbinvd"),
         *_monitor_mwait_loop(hint),
     ], source="arch/x86/kernel/smpboot.c: mwait_play_dead()")
@@ -43,17 +53,9 @@ def mwait_play_dead_then_hlt(hint: int, ti_flags: int) -> Program:
     leave the monitor loop for HLT.  The woken CPU still fetches its next instruction, so it
     depends on the text mapping, which is not safe across hibernation since ab76f7b4ab23."""
     return Program("mwait_play_dead_then_hlt", [
-        I("mov", "rbx", "rsp", comment="current_thread_info():"),
-        I("and", "rbx", ~(THREAD_SIZE - 1) & ((1 << 64) - 1), comment="  base of the idle stack"),
-        I("add", "rbx", ti_flags, comment="mwait_ptr = &thread_info->flags"),
+        *_thread_info_flags(ti_flags),
         I("wbinvd"),
-        I("clflush", mem("rbx"), comment="erratum AAI65 workaround"),
-        I("mov", "rax", "rbx"),
-        I("mov", "rcx", 0),
-        I("mov", "rdx", 0),
-        I("monitor", comment="__monitor(mwait_ptr, 0, 0)"),
-        I("mov", "rax", hint, comment="deepest C-state hint"),
-        I("mwait", comment="__mwait(eax, 0): any wake-up falls through"),
+        *_monitor_mwait(hint),  # any wake-up falls through
         "halt:",
         I("hlt", comment="then stay in HLT"),
         I("jmp", "halt"),
@@ -132,13 +134,7 @@ def mwait_play_dead_dedicated(hint: int) -> Program:
         I("store", mem("rbx", MD_STATUS), "rax", comment="md->status = CPUDEAD_MWAIT_WAIT"),
         I("wbinvd"),
         "loop:",
-        I("clflush", mem("rbx")),
-        I("mov", "rax", "rbx"),
-        I("mov", "rcx", 0),
-        I("mov", "rdx", 0),
-        I("monitor", comment="__monitor(md, 0, 0)"),
-        I("mov", "rax", hint),
-        I("mwait"),
+        *_monitor_mwait(hint),  # on md's line
         I("load", "rax", mem("rbx", MD_CONTROL), comment="READ_ONCE(md->control)"),
         I("cmp", "rax", CPUDEAD_MWAIT_KEXEC_HLT),
         I("jne", "loop"),

@@ -20,7 +20,7 @@ from ..hw.machine import Machine
 from ..hw.memory import ContentTag
 from ..hw.pagetable import PageTables
 from .hibernate import Image, Loaded
-from .hotplug import HotplugTiming, Progress, cpu_down_step, cpu_up_step
+from .hotplug import HotplugTiming, Progress, cpu_down_step
 from .instance import Kernel, make_gate
 from .layout import PAGE_OFFSET, PAGE_SIZE, START_KERNEL_MAP, direct_va
 
@@ -229,8 +229,12 @@ class Runtime:
         for kind in self.strays:
             at = m.sched.now + int(m.rng.integers(0, max(window, 1)))
             targets = list(range(len(m.cpus))) if kind == "mce" else [int(m.rng.integers(1, len(m.cpus)))]
-            m.at(at, lambda kind=kind, targets=targets: [
-                (m.emit("inject", t, ipi=kind, stray=True), m.apic.send(t, kind, src="platform")) for t in targets])
+            m.at(at, lambda kind=kind, targets=targets: self._stray(kind, targets))
+
+    def _stray(self, kind: str, targets: list[int]) -> None:
+        for t in targets:
+            self.machine.emit("inject", t, ipi=kind, stray=True)
+            self.machine.apic.send(t, kind, src="platform")
 
     def kick_parked_cpus(self, cpu: Cpu, at: int) -> int:
         """The fix's kick of the parked CPUs before the copy (smp_kick_mwait_play_dead for
