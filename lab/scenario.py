@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .choices import check_choice, chooser_for, parse_choice
 from .fixes import FIXES, get_fix
 from .hw.cpu import CState, RunState
 from .hw.machine import MAX_CPUS, WAKEUPS, Machine, Timing
@@ -87,6 +88,7 @@ class Config:
     wakeup: str = "init-sipi"  # how the platform starts CPUs: INIT/SIPI, or an ACPI wakeup mailbox
     nosmt: bool = False  # SMT siblings offlined at boot (into the kernel's default mwait_play_dead)
     inject: tuple[tuple[str, int, int], ...] = ()  # (nmi|smi|mce|init, cpu, time in ns): fault injection
+    schedule: tuple[tuple[str, int, int], ...] = ()  # (choice, occurrence, value): lab.choices, explicit values
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
@@ -154,6 +156,11 @@ class Config:
                     or not isinstance(at, int) or at < 0:
                 raise ValueError(f"injection {(kind, cpu, at)!r}: allowed kinds {', '.join(INJECTABLE)}, "
                                  f"a CPU 0 to {self.cpus - 1}, a time >= 0 ns")
+        set_("schedule", tuple(parse_choice(x) if isinstance(x, str) else tuple(x) for x in self.schedule))
+        for x in self.schedule:
+            if len(x) != 3:
+                raise ValueError(f"schedule entry {x!r}: allowed (choice, occurrence, value), e.g. ('wake.exit', 0, 90000)")
+            check_choice(*x)
         if self.step_budget < 1:
             raise ValueError("step_budget must be >= 1")
         if not isinstance(self.jitter, (int, float)) or isinstance(self.jitter, bool) or not 0 <= self.jitter < 1:
@@ -322,7 +329,8 @@ class Resume:
         # the restore kernel: a fresh boot on the machine
         self.machine = m = Machine(c.cpus, c.phys_size, rng, line_size=c.line_size,
                                    clflush_triggers=c.clflush_triggers, cstates=c.cstates(),
-                                   timing=Timing(), jitter=c.jitter, wakeup=c.wakeup)
+                                   timing=Timing(), jitter=c.jitter, wakeup=c.wakeup,
+                                   chooser=chooser_for(c.schedule))
         restore_build = 1 if c.same_build else 2
         self.restore_kernel = Kernel("restore", m.memory, e820,
                                      BootParams(build_id=restore_build, extra_in_use_pages=c.restore_in_use // PAGE_SIZE,

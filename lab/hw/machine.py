@@ -74,7 +74,7 @@ class Machine:
     def __init__(self, nr_cpus: int, ram_bytes: int, rng: np.random.Generator, *,
                  phys_bits: int = 46, line_size: int = 64, clflush_triggers: bool = True,
                  cstates: tuple[CState, ...] = DEFAULT_CSTATES, timing: Timing = Timing(),
-                 jitter: float = 0.1, wakeup: str = "init-sipi") -> None:
+                 jitter: float = 0.1, wakeup: str = "init-sipi", chooser: Any = None) -> None:
         if not isinstance(nr_cpus, int) or not 1 <= nr_cpus <= MAX_CPUS:
             raise ValueError(f"number of CPUs must be 1 to {MAX_CPUS}, got {nr_cpus!r}")
         if not isinstance(rng, np.random.Generator):
@@ -87,7 +87,9 @@ class Machine:
         self.memory.observers.append(self.monitor.observe)
         self.monitor.on_trigger = self._monitor_triggered
         self.sched = Scheduler()
-        self.jitter = Jitter(rng, jitter)
+        from ..choices import ChoiceJitter, SeededChooser  # lab.choices: every choice by name
+        self.choices = chooser if chooser is not None else SeededChooser()
+        self.jitter: Jitter = ChoiceJitter(rng, jitter, self.choices)
         self.rng = rng
         self.timing = timing
         self.cpus = [Cpu(i, self, cstates) for i in range(nr_cpus)]

@@ -227,8 +227,9 @@ class Runtime:
         m = self.machine
         window = int(self._copy_times()[-1]) if len(self.loaded.pblist) else 1
         for kind in self.strays:
-            at = m.sched.now + int(m.rng.integers(0, max(window, 1)))
-            targets = list(range(len(m.cpus))) if kind == "mce" else [int(m.rng.integers(1, len(m.cpus)))]
+            at = m.sched.now + m.choices.choose("stray.time", int(m.rng.integers(0, max(window, 1))), 0, max(window, 1) - 1)
+            targets = list(range(len(m.cpus))) if kind == "mce" else [
+                m.choices.choose("stray.cpu", int(m.rng.integers(1, len(m.cpus))), 1, len(m.cpus) - 1)]
             m.at(at, lambda kind=kind, targets=targets: self._stray(kind, targets))
 
     def _stray(self, kind: str, targets: list[int]) -> None:
