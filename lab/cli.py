@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import errno
 import json
 import os
@@ -77,7 +78,76 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--list-hazards", action="store_true", help="list the hazards and exit")
     cmp.add_argument("--jobs", type=int, default=1, help="worker processes (1: run here)")
     cmp.add_argument("--json", action="store_true", help="print one JSON document with every cell")
+    _explore_parser(sub)
     return p
+
+
+def _explore_parser(sub) -> None:  # noqa: ANN001 - the subparsers of build_parser
+    ex = sub.add_parser("explore", help="every schedule of injected NMIs/SMIs/MCEs within bounds; the minimal "
+                                        "counterexample of each failure, as a trace (docs/explorer.md)")
+    ex.add_argument("--preset", default="workshop", help=f"one of: {', '.join(PRESETS)}")
+    ex.add_argument("--fix", action="append", default=None, help="repeatable (default: every fix)")
+    ex.add_argument("--seed", type=int, default=0, help="the default schedule's seed (>= 0)")
+    ex.add_argument("--inject-window", action="append", required=True, metavar="KIND:CPU@START-END",
+                    help="an injection slot, e.g. nmi:1@0-60ms, or nmi:1@copy (the copy of the default run); "
+                         "repeatable")
+    ex.add_argument("--resolution", default="0.1ms", help="grid of injection times, e.g. 0.1ms, 50us")
+    ex.add_argument("--max-choices", type=int, default=1, help="choices away from the default (0 to the windows)")
+    ex.add_argument("--budget-s", type=float, default=None, help="stop after this many seconds (per fix)")
+    ex.add_argument("--max-schedules", type=int, default=None, help="stop after this many runs (per fix)")
+    ex.add_argument("--jobs", type=int, default=1, help="worker processes (1: run here)")
+    ex.add_argument("--out", default=None, help="write the worst minimal counterexample's trace to FILE (one --fix)")
+    ex.add_argument("--json", action="store_true", help="print one JSON object per fix")
+    ex.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def _explore(args: argparse.Namespace) -> int:
+    """``python -m lab explore``: lab.explore.explore per fix; prints the report (or JSON) and
+    writes the worst minimal counterexample's trace to --out."""
+    from .compare import severity
+    from .explore import Bounds, Window, explore, resolve_windows
+
+    if args.preset not in PRESETS:
+        raise ValueError(f"unknown preset {args.preset!r}; allowed: {', '.join(PRESETS)}")
+    fixes = args.fix or list(FIXES)
+    for f in fixes:
+        if f not in FIXES:
+            raise ValueError(f"unknown fix {f!r}; allowed: {', '.join(FIXES)}")
+    if args.out is not None and len(fixes) != 1:
+        raise ValueError(f"--out writes one trace: name exactly one --fix (got {len(fixes)})")
+    if args.out is not None:
+        trace.check_target(args.out)
+    if not 1 <= args.jobs <= 64:
+        raise ValueError(f"--jobs must be 1 to 64, got {args.jobs}")
+    if args.budget_s is not None and not args.budget_s > 0:
+        raise ValueError(f"--budget-s must be > 0 seconds, got {args.budget_s}")
+    base = Config.from_preset(args.preset, seed=args.seed)
+    # bad bounds: exit 2 before any run (a copy window's times are known after one run)
+    Bounds([Window.parse(w.strip()[:-4] + "0-1ns") if w.strip().lower().endswith("@copy") else w
+            for w in args.inject_window], resolution_ns=args.resolution, max_choices=args.max_choices,
+           budget_s=args.budget_s, budget_schedules=args.max_schedules)
+    for w in args.inject_window:
+        if (w.strip().lower().endswith("@copy") and Window.parse(w.strip()[:-4] + "0-1ns").cpu >= base.cpus) \
+                or (not w.strip().lower().endswith("@copy") and Window.parse(w).cpu >= base.cpus):
+            raise ValueError(f"--inject-window {w!r}: no such CPU; allowed: 0 to {base.cpus - 1}")
+    pool_cm = _pool(args.jobs) if args.jobs > 1 else contextlib.nullcontext(None)
+    with pool_cm as pool:
+        for fix in fixes:
+            config = dataclasses.replace(base, fix=fix)
+            bounds = Bounds(resolve_windows(config, args.inject_window), resolution_ns=args.resolution,
+                            max_choices=args.max_choices, budget_s=args.budget_s, budget_schedules=args.max_schedules)
+            res = explore(config, bounds=bounds, executor=pool, progress=not args.no_progress and not args.json)
+            if args.json:
+                print(json.dumps(res.to_json(), sort_keys=True))
+            else:
+                print(res.report())
+            if args.out is not None and res.counterexamples:
+                worst = min(res.counterexamples.values(), key=lambda ce: severity(ce.outcome))
+                worst.save(args.out)
+                if not args.json:
+                    print(f"  trace of the {worst.outcome} counterexample written to {args.out}: "
+                          f"python -m lab replay {args.out}, or widgets.ResumeLab.from_trace({args.out!r})")
+    return 0
 
 
 def _per_cpu(counts: dict) -> str:
@@ -316,6 +386,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
             return _sweep(args)
         if args.command == "compare":
             return _compare(args)
+        if args.command == "explore":
+            return _explore(args)
         if args.command == "replay":
             data = trace.load(args.file)
             r, same = trace.replay(data)

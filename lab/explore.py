@@ -52,7 +52,7 @@ def parse_duration(text: str | int, what: str = "time") -> int:
         if text < 0:
             raise ValueError(f"{what} must be >= 0 ns, got {text}")
         return text
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s)?\s*", str(text))
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ns|us|µs|ms|s)?\s*", str(text))
     if not m:
         raise ValueError(f"{what} {text!r} is not a duration; allowed: a number with ns, us, ms or s, e.g. 0.1ms")
     ns = float(m.group(1)) * UNITS[m.group(2) or "ns"]
@@ -82,7 +82,7 @@ class Window:
     def parse(cls, text: str) -> "Window":
         """'nmi:1@0-60ms' (the unit applies to both ends unless each has its own); ``explore``
         also takes 'nmi:1@copy' (the default run's copy)."""
-        m = re.fullmatch(r"\s*(\w+):(\d+)@([\d.]+)\s*(ns|us|µs|ms|s)?\s*-\s*([\d.]+)\s*(ns|us|µs|ms|s)?\s*", text)
+        m = re.fullmatch(r"\s*([a-zA-Z]+):([0-9]+)@([0-9.]+)\s*(ns|us|µs|ms|s)?\s*-\s*([0-9.]+)\s*(ns|us|µs|ms|s)?\s*", text)
         if not m:
             raise ValueError(f"malformed window {text!r}; allowed: KIND:CPU@START-END with KIND one of "
                              f"{', '.join(INJECTABLE)} and times with a unit, e.g. nmi:1@0-60ms")
