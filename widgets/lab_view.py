@@ -82,6 +82,31 @@ class ResumeLab(ipw.VBox):
                          layout=ipw.Layout(width="100%"))
         self.add_class("lab-root")
 
+    @classmethod
+    def from_trace(cls, trace: Any, *, at_failure: bool = True, **kwargs: Any) -> "ResumeLab":
+        """Open a trace (a path, or a dict as ``lab.trace.load`` returns it, e.g. the ``trace``
+        of a ``lab.explore`` counterexample) in the lab: its configuration, stepped to the step
+        at which the verdict was taken (``at_failure=False``: at step 0).  ``kwargs`` as for
+        ``ResumeLab`` (bins, follow_faults)."""
+        import dataclasses
+
+        from lab import trace as lab_trace
+        from lab.scenario import Config
+
+        data = trace if isinstance(trace, dict) else lab_trace.load(trace)
+        if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+            raise ValueError("from_trace needs a trace file path or a trace dict with a 'config' (lab.trace.load)")
+        config = lab_trace.config_from(data["config"])
+        settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(Config)
+                    if f.name not in ("preset", "fix", "seed")}
+        lab = cls(preset=config.preset, fix=config.fix, seed=config.seed, **kwargs, **settings)
+        if at_failure:
+            probe = Resume(config)
+            while probe.outcome is None:
+                probe.step()
+            lab.stepper.go_to(probe.steps)
+        return lab
+
     @property
     def resume(self) -> Resume:
         return self.stepper.resume
