@@ -30,7 +30,9 @@ import dataclasses
 import hashlib
 import itertools
 import re
+import sys
 import time
+import types
 from collections import Counter
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -604,3 +606,13 @@ def explore(config: Config, fix: str | None = None, bounds: Bounds | Sequence[st
     return res
 
 
+
+
+class _CallableModule(types.ModuleType):
+    """``lab.explore`` is this module and, called, the function (``lab.explore(config, fix, bounds)``)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Exploration:
+        return explore(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
