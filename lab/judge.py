@@ -32,9 +32,10 @@ from .fixes import FIXES, Fix, get_fix
 from .scenario import Config, Resume
 
 #: the explorer's hazards: name -> injection window (lab.explore.Window, or KIND:CPU@copy)
-EXPLORED = {"NMI during the copy (explored)": "nmi:1@copy",
-            "SMI during the copy (explored)": "smi:1@copy",
-            "MCE during the copy (explored)": "mce:1@copy"}
+EXPLORED = {"NMI to CPU 1 in the copy (explored)": "nmi:1@copy",
+            "SMI to CPU 1 in the copy (explored)": "smi:1@copy",
+            "MCE to CPU 1 in the copy (explored)": "mce:1@copy",
+            "NMI to the boot CPU in the copy (explored)": "nmi:0@copy"}
 
 
 @dataclass
@@ -56,7 +57,7 @@ class Verdict:
     def line(self) -> str:
         how = f" -> {self.outcome}" if self.verdict == "fails" else ""
         rep = f"; reproduce: {self.command}" if self.command and self.verdict == "fails" else ""
-        return f"{self.hazard:<34} {self.verdict:<9}{how} ({self.detail}){rep}"
+        return f"{self.hazard:<42} {self.verdict:<9}{how} ({self.detail}){rep}"
 
 
 @dataclass
