@@ -105,7 +105,7 @@ def _explore(args: argparse.Namespace) -> int:
     """``python -m lab explore``: lab.explore.explore per fix; prints the report (or JSON) and
     writes the worst minimal counterexample's trace to --out."""
     from .compare import severity
-    from .explore import Bounds, Window, explore, resolve_windows
+    from .explore import Bounds, Window, explore, explore_fixes, resolve_windows
 
     if args.preset not in PRESETS:
         raise ValueError(f"unknown preset {args.preset!r}; allowed: {', '.join(PRESETS)}")
@@ -130,13 +130,20 @@ def _explore(args: argparse.Namespace) -> int:
         if (w.strip().lower().endswith("@copy") and Window.parse(w.strip()[:-4] + "0-1ns").cpu >= base.cpus) \
                 or (not w.strip().lower().endswith("@copy") and Window.parse(w).cpu >= base.cpus):
             raise ValueError(f"--inject-window {w!r}: no such CPU; allowed: 0 to {base.cpus - 1}")
+    kw = dict(max_choices=args.max_choices, budget_s=args.budget_s, budget_schedules=args.max_schedules)
     pool_cm = _pool(args.jobs) if args.jobs > 1 else contextlib.nullcontext(None)
     with pool_cm as pool:
-        for fix in fixes:
+        if pool is not None and len(fixes) > 1:  # one fix per worker
+            done = explore_fixes(base, fixes, args.inject_window, args.resolution, executor=pool, **kw)
+        else:
+            done = None
+        for i, fix in enumerate(fixes):
             config = dataclasses.replace(base, fix=fix)
-            bounds = Bounds(resolve_windows(config, args.inject_window), resolution_ns=args.resolution,
-                            max_choices=args.max_choices, budget_s=args.budget_s, budget_schedules=args.max_schedules)
-            res = explore(config, bounds=bounds, executor=pool, progress=not args.no_progress and not args.json)
+            if done is not None:
+                res = done[i]
+            else:
+                bounds = Bounds(resolve_windows(config, args.inject_window), resolution_ns=args.resolution, **kw)
+                res = explore(config, bounds=bounds, executor=pool, progress=not args.no_progress and not args.json)
             if args.json:
                 print(json.dumps(res.to_json(), sort_keys=True))
             else:

@@ -608,6 +608,22 @@ def explore(config: Config, fix: str | None = None, bounds: Bounds | Sequence[st
 
 
 
+def _explore_one(config: Config, windows: tuple[str, ...], resolution: str | int, kw: dict[str, Any]) -> Exploration:
+    return explore(config, bounds=windows, resolution=resolution, **kw)
+
+
+def explore_fixes(preset: str | Config, fixes: Sequence[str], windows: Sequence[str], resolution: str | int = "0.1ms",
+                  executor: Executor | None = None, **bounds_kw: Any) -> list[Exploration]:
+    """``explore`` for each fix (in order), one fix per task on ``executor`` (None: here).
+    The fixes must be registered in every worker (the built-in ones are)."""
+    base = Config.from_preset(preset) if isinstance(preset, str) else preset
+    configs = [dataclasses.replace(base, fix=f) for f in fixes]
+    if executor is None:
+        return [_explore_one(c, tuple(windows), resolution, bounds_kw) for c in configs]
+    futs = [executor.submit(_explore_one, c, tuple(windows), resolution, bounds_kw) for c in configs]
+    return [f.result() for f in futs]
+
+
 class _CallableModule(types.ModuleType):
     """``lab.explore`` is this module and, called, the function (``lab.explore(config, fix, bounds)``)."""
 
