@@ -31,6 +31,8 @@ def test_every_file_drawing_from_the_generator_is_named() -> None:
     appears in the ``where`` of some choice point."""
     drawing = set()
     for path in LAB.rglob("*.py"):
+        if path.name == "choices.py":  # the list itself quotes the draws
+            continue
         text = path.read_text()
         if re.search(r"\brng\.(integers|uniform|geometric|random|choice|normal|permutation)\(", text):
             drawing.add(path.relative_to(LAB.parent).as_posix())
