@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="SMT siblings offline since boot (in mwait_play_dead)")
     run.add_argument("--inject", action="append", default=None, metavar="KIND:CPU@NS",
                      help="fault injection, e.g. nmi:1@30000000 (repeatable; kinds nmi, smi, mce, init)")
+    run.add_argument("--choose", action="append", default=None, metavar="NAME#INDEX=VALUE",
+                     help="set one choice (lab.choices), e.g. wake.exit#0=95000 (repeatable)")
     # hazard settings of `compare` (so every cell's reproducing command is a plain `run`)
     hz = run.add_argument_group("hazard settings (as `compare` writes them)")
     hz.add_argument("--stray", action="append", default=None, metavar="KIND",
@@ -412,7 +414,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
         config = Config.from_preset(args.preset, fix=args.fix, cpus=args.cpus,
                                     threads_per_core=args.threads_per_core, nosmt=args.nosmt,
                                     kernel_version=args.kernel_version, ram=args.ram, image=args.image,
-                                    seed=args.seed, inject=tuple(args.inject) if args.inject else None, **hazard)
+                                    seed=args.seed, inject=tuple(args.inject) if args.inject else None,
+                                    schedule=tuple(args.choose) if args.choose else None, **hazard)
         r = Resume(config)
         r.run()
         s = r.summary()

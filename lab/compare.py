@@ -146,6 +146,7 @@ RUN_OPTIONS: dict[str, Callable[[Any], list[str]]] = {
     "nosmt": lambda v: ["--nosmt"] if v else [],
     "inject": lambda v: [a for kind, cpu, at in v for a in ("--inject", f"{kind}:{cpu}@{at}")],
     "stray": lambda v: [a for kind in v for a in ("--stray", kind)],
+    "schedule": lambda v: [a for name, i, value in v for a in ("--choose", f"{name}#{i}={value}")],
     "wakeup": lambda v: ["--wakeup", str(v)],
     "clflush_triggers": _bool_option("clflush-triggers"),
     "play_dead_at_text_end": _bool_option("play-dead-at-text-end"),

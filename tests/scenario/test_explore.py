@@ -210,3 +210,19 @@ def test_cli_explore_bad_input_exits_2_with_one_line(args: list[str], match: str
     p = cli(*args)
     assert p.returncode == 2 and p.stdout == ""
     assert p.stderr.count("\n") == 1 and match in p.stderr and "Traceback" not in p.stderr
+
+
+def test_run_choose_sets_one_choice_and_round_trips_through_run_command() -> None:
+    from lab.compare import run_command
+
+    cfg = Config.from_preset("workshop", fix="mwait", schedule=["wake.exit#0=95000"])
+    cmd = run_command(cfg)
+    assert "--choose 'wake.exit#0=95000'" in cmd
+    p = subprocess.run([sys.executable, "-m", "lab", "run", "--preset", "workshop", "--fix", "mwait", "--json",
+                        "--choose", "wake.exit#0=95000"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    s = json.loads(p.stdout)
+    assert s["config"]["schedule"] == [["wake.exit", 0, 95000]]
+    bad = subprocess.run([sys.executable, "-m", "lab", "run", "--preset", "workshop", "--choose", "wake.exit#0=1"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "outside its domain 90000 to 110000" in bad.stderr and bad.stderr.count("\n") == 1
