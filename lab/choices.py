@@ -5,7 +5,8 @@ from the run's one seeded ``numpy.random.Generator`` exactly as before, then ask
 ``Chooser`` for the value to use, by name, with the seeded draw as the default and the
 domain the value may take.  ``SeededChooser`` keeps every default (a run is what its seed
 says, draw for draw: the event digests of every preset, seed and fix are unchanged);
-``ScheduledChooser`` replaces chosen occurrences with explicit values, and because the seeded
+``ScheduledChooser`` replaces chosen occurrences with explicit values (a number, or ``lo`` /
+``hi``: an end of the domain, e.g. the fastest wake-up), and because the seeded
 value is still drawn, every other choice keeps its seeded value (one deviation is one).
 
 ``CHOICES`` lists every choice point: where it is made, its domain, how the seed makes it, and
@@ -95,6 +96,8 @@ CHOICES: dict[str, ChoicePoint] = {c.name: c for c in (
 
 #: the choices ``Config.schedule`` can set
 SCHEDULABLE = tuple(name for name, c in CHOICES.items() if c.schedulable)
+#: symbolic values: the lower and the upper end of the choice's domain where it is made
+ENDS = ("lo", "hi")
 
 
 class Chooser:
@@ -141,12 +144,14 @@ class ScheduledChooser(Chooser):
         self.values: dict[tuple[str, int], int] = {}
         for (name, index), v in items:
             check_choice(name, index, v)
-            self.values[(name, index)] = int(v)
+            self.values[(name, index)] = v if v in ENDS else int(v)
 
     def value(self, name: str, index: int, default: int, lo: int, hi: int) -> int:
         v = self.values.get((name, index))
         if v is None:
             return default
+        if v in ENDS:
+            return lo if v == "lo" else hi
         if not lo <= v <= hi:
             raise ValueError(f"schedule: {name}#{index} = {v} is outside its domain {lo} to {hi}")
         return v
@@ -160,7 +165,7 @@ class ScheduledChooser(Chooser):
             for i, v in mine:
                 out[i - first] = self.value(name, i, int(defaults[i - first]), lo, hi)
                 if out[i - first] != defaults[i - first]:
-                    self.deviations.append((name, i, int(defaults[i - first]), v))
+                    self.deviations.append((name, i, int(defaults[i - first]), int(out[i - first])))
         return out
 
 
@@ -169,19 +174,26 @@ def check_choice(name: Any, index: Any, value: Any) -> None:
     if name not in SCHEDULABLE:
         raise ValueError(f"schedule: choice {name!r} cannot be scheduled; allowed: {', '.join(SCHEDULABLE)}")
     for what, v in (("index", index), ("value", value)):
+        if what == "value" and v in ENDS:
+            continue
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 0:
-            raise ValueError(f"schedule: {name} {what} must be a whole number >= 0, got {v!r}")
+            raise ValueError(f"schedule: {name} {what} must be a whole number >= 0"
+                             + (" (or lo / hi: an end of the domain)" if what == "value" else "") + f", got {v!r}")
 
 
 def parse_choice(text: str) -> tuple[str, int, int]:
-    """'wake.exit#3=90000' -> ("wake.exit", 3, 90000)."""
+    """'wake.exit#3=90000' -> ("wake.exit", 3, 90000); 'wake.exit#3=hi' -> ("wake.exit", 3, "hi")."""
     try:
         left, value = text.split("=", 1)
         name, index = left.split("#", 1)
-        out = (name.strip(), int(index), int(value))
+        value = value.strip()
+        if not (value in ENDS or (value.isascii() and value.isdigit())) or not index.strip().isascii():
+            raise ValueError
+        out = (name.strip(), int(index), value if value in ENDS else int(value))
     except ValueError:
         raise ValueError(f"malformed choice {text!r}; allowed: NAME#INDEX=VALUE with NAME one of "
-                         f"{', '.join(SCHEDULABLE)}, e.g. wake.exit#0=90000") from None
+                         f"{', '.join(SCHEDULABLE)} and VALUE a number or lo / hi (an end of the domain), "
+                         "e.g. wake.exit#0=90000") from None
     check_choice(*out)
     return out
 

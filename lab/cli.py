@@ -95,6 +95,9 @@ def _explore_parser(sub) -> None:  # noqa: ANN001 - the subparsers of build_pars
                          "repeatable")
     ex.add_argument("--resolution", default="0.1ms", help="grid of injection times, e.g. 0.1ms, 50us")
     ex.add_argument("--max-choices", type=int, default=1, help="choices away from the default (0 to the windows)")
+    ex.add_argument("--vary", action="append", default=None, metavar="CHOICE",
+                    help="also set this choice to an end of its domain, one more choice (wake.exit)")
+    ex.add_argument("--vary-first", type=int, default=2, help="occurrences of --vary from the injection on (1 to 64)")
     ex.add_argument("--budget-s", type=float, default=None, help="stop after this many seconds (per fix)")
     ex.add_argument("--max-schedules", type=int, default=None, help="stop after this many runs (per fix)")
     ex.add_argument("--jobs", type=int, default=1, help="worker processes (1: run here)")
@@ -127,12 +130,14 @@ def _explore(args: argparse.Namespace) -> int:
     # bad bounds: exit 2 before any run (a copy window's times are known after one run)
     Bounds([Window.parse(w.strip()[:-4] + "0-1ns") if w.strip().lower().endswith("@copy") else w
             for w in args.inject_window], resolution_ns=args.resolution, max_choices=args.max_choices,
-           budget_s=args.budget_s, budget_schedules=args.max_schedules)
+           budget_s=args.budget_s, budget_schedules=args.max_schedules, vary=tuple(args.vary or ()),
+           vary_first=args.vary_first)
     for w in args.inject_window:
         if (w.strip().lower().endswith("@copy") and Window.parse(w.strip()[:-4] + "0-1ns").cpu >= base.cpus) \
                 or (not w.strip().lower().endswith("@copy") and Window.parse(w).cpu >= base.cpus):
             raise ValueError(f"--inject-window {w!r}: no such CPU; allowed: 0 to {base.cpus - 1}")
-    kw = dict(max_choices=args.max_choices, budget_s=args.budget_s, budget_schedules=args.max_schedules)
+    kw = dict(max_choices=args.max_choices, budget_s=args.budget_s, budget_schedules=args.max_schedules,
+              vary=tuple(args.vary or ()), vary_first=args.vary_first)
     pool_cm = _pool(args.jobs) if args.jobs > 1 else contextlib.nullcontext(None)
     with pool_cm as pool:
         if pool is not None and len(fixes) > 1:  # one fix per worker

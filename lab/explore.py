@@ -36,7 +36,7 @@ import types
 from collections import Counter
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 from .hw.cpu import RunState
 from .hw.paging import walk
@@ -46,6 +46,8 @@ from .scenario import INJECTABLE, Config, Resume
 GOOD = ("resumed",)
 UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
 MAX_GRID = 1_000_000  # grid points of one window (a bound on the bound)
+#: choices ``Bounds.vary`` can set to the ends of their domain (lab.choices), besides injections
+VARIABLE = ("wake.exit",)
 
 
 def parse_duration(text: str | int, what: str = "time") -> int:
@@ -105,7 +107,10 @@ class Bounds:
     """What ``explore`` covers: the injection ``windows`` (one injection each at most), their
     grid ``resolution_ns``, at most ``max_choices`` deviations from the default schedule, and
     the budgets (seconds of wall time, number of schedules run) after which it stops and says
-    how far it got.  ``prune=False`` runs every grid time (to check the pruning)."""
+    how far it got.  ``prune=False`` runs every grid time (to check the pruning).  ``vary``:
+    choices (``VARIABLE``: ``wake.exit``) that one more deviation may set to an end of their
+    domain (``lo``, ``hi``): the first ``vary_first`` occurrences from the injection on (from
+    the start in the default schedule), on each distinct schedule."""
 
     windows: tuple[Window, ...]
     resolution_ns: int = 100_000
@@ -113,6 +118,8 @@ class Bounds:
     budget_s: float | None = None
     budget_schedules: int | None = None
     prune: bool = True
+    vary: tuple[str, ...] = ()
+    vary_first: int = 2
 
     def __post_init__(self) -> None:
         ws = (self.windows,) if isinstance(self.windows, (str, Window)) else tuple(self.windows)
@@ -126,8 +133,17 @@ class Bounds:
             if len(w.grid(self.resolution_ns)) > MAX_GRID:
                 raise ValueError(f"window {w} has {len(w.grid(self.resolution_ns))} grid times at resolution "
                                  f"{self.resolution_ns} ns; allowed: at most {MAX_GRID} (use a coarser resolution)")
-        if not isinstance(self.max_choices, int) or isinstance(self.max_choices, bool) or not 0 <= self.max_choices <= len(self.windows):
-            raise ValueError(f"max_choices must be 0 to the number of windows ({len(self.windows)}), got {self.max_choices!r}")
+        vary = (self.vary,) if isinstance(self.vary, str) else tuple(self.vary)
+        object.__setattr__(self, "vary", vary)
+        for name in vary:
+            if name not in VARIABLE:
+                raise ValueError(f"vary: {name!r} cannot be varied; allowed: {', '.join(VARIABLE)}")
+        if not isinstance(self.vary_first, int) or isinstance(self.vary_first, bool) or not 1 <= self.vary_first <= 64:
+            raise ValueError(f"vary_first must be 1 to 64 occurrences, got {self.vary_first!r}")
+        most = len(self.windows) + (1 if vary else 0)
+        if not isinstance(self.max_choices, int) or isinstance(self.max_choices, bool) or not 0 <= self.max_choices <= most:
+            raise ValueError(f"max_choices must be 0 to the number of windows{' + 1 (vary)' if vary else ''} ({most}), "
+                             f"got {self.max_choices!r}")
         if self.budget_s is not None and not (isinstance(self.budget_s, (int, float)) and self.budget_s > 0):
             raise ValueError(f"budget_s must be a number of seconds > 0 or None, got {self.budget_s!r}")
         if self.budget_schedules is not None and (not isinstance(self.budget_schedules, int) or self.budget_schedules < 1):
@@ -148,10 +164,11 @@ class Counterexample:
     command: str
     trace: dict[str, Any]
     class_size: int = 1  # grid schedules its state class stands for
+    schedule: tuple[tuple[str, int, Any], ...] = ()  # choices set (Bounds.vary), as Config.schedule
 
     @property
     def choices(self) -> int:
-        return len(self.injections)
+        return len(self.injections) + len(self.schedule)
 
     def save(self, path: str) -> None:
         """Write the trace (atomically); ``python -m lab replay PATH`` reruns it."""
@@ -161,8 +178,9 @@ class Counterexample:
         write_atomic(check_target(path), json.dumps(self.trace, separators=(",", ":")) + "\n")
 
     def describe(self) -> str:
-        what = ", ".join(f"{k} to CPU {c} at {t / 1e6:.4f} ms" for k, c, t in self.injections) or "no injection"
-        return f"{self.outcome}: {len(self.injections)} choice(s) from the default: {what}"
+        what = ", ".join([f"{k} to CPU {c} at {t / 1e6:.4f} ms" for k, c, t in self.injections]
+                         + [f"{n}#{i} = {v}" for n, i, v in self.schedule]) or "no injection"
+        return f"{self.outcome}: {self.choices} choice(s) from the default: {what}"
 
 
 @dataclass
@@ -186,6 +204,8 @@ class Exploration:
     covered_to: dict[str, int] = field(default_factory=dict)  # window -> last grid time covered
     elapsed_s: float = 0.0
     verdict_ns: int | None = None  # the default run's verdict time
+    varied: int = 0  # schedules with a varied choice (Bounds.vary) run; those whose choice was made are distinct
+    varied_unmade: int = 0  # of those, the ones whose run never made that choice (the same as their base)
 
     @property
     def failing(self) -> bool:
@@ -205,6 +225,10 @@ class Exploration:
         pr = (f"; pruned {self.pruned_after_verdict} after the default verdict"
               + (f" ({self.verdict_ns / 1e6:.3f} ms)" if self.verdict_ns is not None else "")
               + f" and {self.pruned_same_state} with the state of an earlier time")
+        if b.vary:
+            pr += (f"; {self.varied} of them set {', '.join(b.vary)} to an end of its domain (lo, hi) at one of the "
+                   f"first {b.vary_first} occurrences from the injection on, on each distinct schedule "
+                   f"({self.varied_unmade} never made: the run had no such occurrence)")
         tail = "" if self.complete else (
             "; STOPPED by the budget, covered up to " + ", ".join(f"{w} <= {t / 1e6:.4f} ms" for w, t in self.covered_to.items()))
         return head + pr + tail
@@ -339,6 +363,13 @@ def state_digest(r: Resume, cpu: int, horizon_ns: int) -> str:
     return h.hexdigest()
 
 
+def _wake_times(config: Config) -> list[int]:
+    """When the default run asks for each ``wake.exit`` (one ``wake`` event each)."""
+    r = Resume(config)
+    r.run()
+    return [e.t for e in r.events if e.kind == "wake"]
+
+
 def _copy_start(r: Resume) -> int | None:
     for e in r.events:
         if e.kind == "phase" and e.data.get("phase") == "copy":
@@ -394,19 +425,37 @@ def with_injections(config: Config, injections: Sequence[Injection]) -> Config:
     return dataclasses.replace(config, inject=tuple(config.inject) + tuple(injections))
 
 
-def run_schedule(config: Config) -> tuple[str, int | None]:
-    """(outcome, verdict time) of one schedule (a module-level function: executors run it)."""
+def run_schedule(config: Config) -> tuple[str, int | None, int]:
+    """(outcome, verdict time, choices the chooser changed) of one schedule (a module-level
+    function: executors run it)."""
     r = Resume(config)
     r.run()
-    return r.outcome or "timeout", r.resume_ended_ns
+    return r.outcome or "timeout", r.resume_ended_ns, len(r.machine.choices.deviations)
 
 
-def counterexample(config: Config, injections: tuple[Injection, ...], outcome: str, size: int = 1) -> Counterexample:
+class Varied(NamedTuple):
+    """A schedule with choices set besides its injections (``Bounds.vary``)."""
+
+    injections: tuple[Injection, ...]
+    schedule: tuple[tuple[str, int, Any], ...]
+
+
+def config_of(config: Config, key: "tuple[Injection, ...] | Varied") -> Config:
+    if isinstance(key, Varied):
+        return dataclasses.replace(with_injections(config, key.injections),
+                                   schedule=tuple(config.schedule) + key.schedule)
+    return with_injections(config, key)
+
+
+def counterexample(config: Config, injections: "tuple[Injection, ...] | Varied", outcome: str,
+                   size: int = 1) -> Counterexample:
     """Run the schedule again and keep its trace; the command reproduces it."""
     from . import trace
     from .compare import run_command
 
-    cfg = with_injections(config, injections)
+    cfg = config_of(config, injections)
+    schedule = injections.schedule if isinstance(injections, Varied) else ()
+    injections = injections.injections if isinstance(injections, Varied) else injections
     r = Resume(cfg)
     r.run()
     if r.outcome != outcome:  # the model is deterministic: this is a bug, not bad luck
@@ -415,15 +464,19 @@ def counterexample(config: Config, injections: tuple[Injection, ...], outcome: s
         cmd = run_command(cfg)
     except ValueError:
         cmd = f"lab.explore.with_injections(Config(...), {list(injections)!r})"
-    return Counterexample(outcome, injections, cfg, cmd, trace.export(r), size)
+    return Counterexample(outcome, injections, cfg, cmd, trace.export(r), size, schedule)
 
 
 Progress = Callable[[int, int], None]
 
 
-def _order(injections: tuple[Injection, ...]) -> tuple[int, list[int]]:
-    """Minimal first: fewest choices away from the default, then earliest."""
-    return len(injections), sorted(t for *_, t in injections)
+def _order(key: "tuple[Injection, ...] | Varied") -> tuple[int, list[int], list[int]]:
+    """Minimal first: fewest choices away from the default, then earliest (injection times,
+    then occurrences of the choices set)."""
+    if isinstance(key, Varied):
+        return (len(key.injections) + len(key.schedule), sorted(t for *_, t in key.injections),
+                sorted(i for _, i, _ in key.schedule))
+    return len(key), sorted(t for *_, t in key), []
 
 
 def resolve_windows(config: Config, windows: str | Window | Sequence[str | Window]) -> tuple[str | Window, ...]:
@@ -482,7 +535,7 @@ def explore(config: Config, fix: str | None = None, bounds: Bounds | Sequence[st
         tick = progress
 
     # level 0: the default schedule
-    base_outcome, verdict_ns = run_schedule(config)
+    base_outcome, verdict_ns, _ = run_schedule(config)
     res.verdict_ns = verdict_ns
     res.schedules = res.distinct = res.run = 1
     res.outcomes[base_outcome] += 1
@@ -510,7 +563,8 @@ def explore(config: Config, fix: str | None = None, bounds: Bounds | Sequence[st
             res.schedules += n
     res.outcomes[base_outcome] += res.pruned_after_verdict  # after the verdict: the default outcome
 
-    outcomes: dict[tuple[Injection, ...], str] = {}
+    outcomes: dict[Any, str] = {}
+    made: dict[Any, int] = {}  # schedule -> choices its chooser changed
     total = [1]
 
     def run_all(schedules: list[tuple[Injection, ...]]) -> bool:
@@ -524,12 +578,13 @@ def explore(config: Config, fix: str | None = None, bounds: Bounds | Sequence[st
                 return False
             batch = todo[i:i + 64]
             if executor is None:
-                got = [run_schedule(with_injections(config, inj))[0] for inj in batch]
+                got = [run_schedule(config_of(config, inj)) for inj in batch]
             else:
-                futs = [executor.submit(run_schedule, with_injections(config, inj)) for inj in batch]
-                got = [f.result()[0] for f in futs]
-            for inj, o in zip(batch, got):
+                futs = [executor.submit(run_schedule, config_of(config, inj)) for inj in batch]
+                got = [f.result() for f in futs]
+            for inj, (o, _, changed) in zip(batch, got):
                 outcomes[inj] = o
+                made[inj] = changed
                 res.run += 1
                 if tick:
                     tick(res.run, total[0])
@@ -582,17 +637,40 @@ def explore(config: Config, fix: str | None = None, bounds: Bounds | Sequence[st
                 combos.append((inj, size))
             run_all([inj for inj, _ in combos])
             segments += [(inj, [inj] * size) for inj, size in combos if inj in outcomes]
+    # one more choice: a varied choice at an end of its domain, on each distinct schedule
+    varied: list[Varied] = []
+    if bounds.vary:
+        wakes = _wake_times(config)
+        bases: list[tuple[Injection, ...]] = [()] + [inj for inj, _ in segments]
+        for inj in bases:
+            if len(inj) + 1 > bounds.max_choices:
+                continue
+            first = sum(1 for t in wakes if t < min(x[2] for x in inj)) if inj else 0
+            for name in bounds.vary:
+                for i in range(first, first + bounds.vary_first):
+                    varied += [Varied(inj, ((name, i, end),)) for end in ("lo", "hi")]
+        run_all(list(varied))
+        res.varied = sum(1 for v in varied if v in outcomes)
+        res.schedules += res.varied
+        for v in varied:  # the run never asked for that occurrence: the same run as its base
+            if v in outcomes and not made.get(v):
+                res.varied_unmade += 1
+                res.outcomes[outcomes[v]] += 1
+        varied = [v for v in varied if v in outcomes and made.get(v)]
+        segments += [(v, [v]) for v in varied]
     if bar is not None:
         bar.close()
 
     res.distinct = 1 + len(segments)
     minimal: dict[str, tuple[tuple[Injection, ...], int]] = {}
-    res.pruned_same_state = sum(len(ms) - 1 for inj, ms in segments if len(inj) == 1)
+    res.pruned_same_state = sum(len(ms) - 1 for inj, ms in segments if not isinstance(inj, Varied) and len(inj) == 1)
     for inj, members in segments:
         o = outcomes[inj]
         res.outcomes[o] += len(members)
         res.distinct_outcomes[o] += 1
-        for kind, cpu, t in inj:
+        for kind, cpu, t in (inj.injections if isinstance(inj, Varied) else inj):
+            if isinstance(inj, Varied):
+                continue
             key = next(str(w) for w in bounds.windows if w.kind == kind and w.cpu == cpu and w.start <= t < w.end)
             res.covered_to[key] = max(res.covered_to[key], max(m[0][2] for m in members) if len(inj) == 1 else t)
         if o not in GOOD:

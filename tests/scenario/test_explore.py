@@ -226,3 +226,41 @@ def test_run_choose_sets_one_choice_and_round_trips_through_run_command() -> Non
     bad = subprocess.run([sys.executable, "-m", "lab", "run", "--preset", "workshop", "--choose", "wake.exit#0=1"],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "outside its domain 90000 to 110000" in bad.stderr and bad.stderr.count("\n") == 1
+
+
+def test_varying_exit_latencies_adds_one_choice_per_distinct_schedule() -> None:
+    plain = explore(WORKSHOP, "zero-page-shared", "nmi:1@2-6ms", resolution="1ms")
+    res = explore(WORKSHOP, "zero-page-shared", "nmi:1@2-6ms", resolution="1ms", vary="wake.exit", max_choices=2)
+    assert res.varied == 2 * 2 * (plain.distinct)  # lo and hi, for the first 2 occurrences, on each distinct one
+    assert res.schedules == plain.schedules + res.varied
+    assert res.distinct == plain.distinct + res.varied - res.varied_unmade
+    assert sum(res.outcomes.values()) == res.schedules
+    assert "wake.exit to an end of its domain" in res.coverage()
+    for o, ce in plain.counterexamples.items():  # one choice more cannot make a minimal one longer
+        assert res.counterexamples[o].choices <= ce.choices
+
+
+def test_a_varied_counterexample_replays_with_its_schedule() -> None:
+    import dataclasses
+
+    from lab.explore import Varied, counterexample
+    from lab.scenario import Resume
+
+    key = Varied((("nmi", 1, 1_100_003),), (("wake.exit", 0, "hi"),))
+    r = Resume(Config.from_preset("workshop", fix="hlt", inject=[key.injections[0]], schedule=list(key.schedule)))
+    r.run()
+    got = counterexample(dataclasses.replace(WORKSHOP, fix="hlt"), key, r.outcome)
+    assert got.choices == 2 and got.schedule == (("wake.exit", 0, "hi"),)
+    assert "--choose 'wake.exit#0=hi'" in got.command and "--inject nmi:1@1100003" in got.command
+    assert "wake.exit#0 = hi" in got.describe()
+    again, same = trace.replay(got.trace)
+    assert same and again.machine.choices.deviations[0][:2] == ("wake.exit", 0)
+
+
+def test_bad_vary_bounds() -> None:
+    with pytest.raises(ValueError, match="cannot be varied; allowed: wake.exit"):
+        Bounds("nmi:1@0-1ms", vary=("copy.page",))
+    with pytest.raises(ValueError, match=r"max_choices must be 0 to the number of windows \+ 1"):
+        Bounds("nmi:1@0-1ms", vary=("wake.exit",), max_choices=3)
+    with pytest.raises(ValueError, match="vary_first"):
+        Bounds("nmi:1@0-1ms", vary=("wake.exit",), vary_first=0)
