@@ -571,12 +571,15 @@ def explore(config: Config, fix: str | None = None, bounds: Bounds | Sequence[st
         """Run those not run yet (through the executor); False when the budget stopped it."""
         todo = [s for s in dict.fromkeys(schedules) if s not in outcomes]
         total[0] += len(todo)
-        for i in range(0, len(todo), 64):
-            if (deadline is not None and time.perf_counter() > deadline) or \
-                    (bounds.budget_schedules is not None and res.run + len(todo[i:i + 64]) > bounds.budget_schedules):
+        chunk = 1 if executor is None else 32  # the budget is checked between chunks
+        i = 0
+        while i < len(todo):
+            room = None if bounds.budget_schedules is None else bounds.budget_schedules - res.run
+            if (deadline is not None and time.perf_counter() > deadline) or (room is not None and room <= 0):
                 res.complete = False
                 return False
-            batch = todo[i:i + 64]
+            batch = todo[i:i + (chunk if room is None else min(chunk, room))]
+            i += len(batch)
             if executor is None:
                 got = [run_schedule(config_of(config, inj)) for inj in batch]
             else:
@@ -618,6 +621,9 @@ def explore(config: Config, fix: str | None = None, bounds: Bounds | Sequence[st
                 a, b = outcomes.get(one(w, ms[0])), outcomes.get(one(w, ms[-1]))
                 if a is None:
                     continue  # the budget stopped before it: not covered
+                if b is None:  # its other end was not checked: only its first time is covered
+                    rep_of.setdefault(ms[0], ms[0])
+                    continue
                 for t in ms:
                     rep_of.setdefault(t, ms[0] if a == b or one(w, t) not in outcomes else t)
             groups: dict[int, list[int]] = {}
