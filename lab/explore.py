@@ -201,7 +201,7 @@ class Exploration:
     distinct_outcomes: Counter = field(default_factory=Counter)
     counterexamples: dict[str, Counterexample] = field(default_factory=dict)
     complete: bool = True
-    covered_to: dict[str, int] = field(default_factory=dict)  # window -> last grid time covered
+    covered: dict[str, int] = field(default_factory=dict)  # window -> its grid times covered (one injection)
     elapsed_s: float = 0.0
     verdict_ns: int | None = None  # the default run's verdict time
     varied: int = 0  # schedules with a varied choice (Bounds.vary) run; those whose choice was made are distinct
@@ -230,7 +230,9 @@ class Exploration:
                    f"first {b.vary_first} occurrences from the injection on, on each distinct schedule "
                    f"({self.varied_unmade} never made: the run had no such occurrence)")
         tail = "" if self.complete else (
-            "; STOPPED by the budget, covered up to " + ", ".join(f"{w} <= {t / 1e6:.4f} ms" for w, t in self.covered_to.items()))
+            "; STOPPED by the budget: covered " + ", ".join(
+                f"{n} of the {len(w.grid(b.resolution_ns))} times of {w}" for w, n in
+                ((w, self.covered.get(str(w), 0)) for w in b.windows)) + "; the rest was not run")
         return head + pr + tail
 
     def report(self) -> str:
@@ -554,7 +556,7 @@ def explore(config: Config, fix: str | None = None, bounds: Bounds | Sequence[st
         else:
             cls = [(t, [t]) for t in grid]
         per_window.append(cls)
-        res.covered_to[str(w)] = w.start - 1
+        res.covered[str(w)] = 0
     for k in range(1, bounds.max_choices + 1):  # the schedules within bounds
         for combo in itertools.combinations(range(len(bounds.windows)), k):
             n = 1
@@ -674,11 +676,10 @@ def explore(config: Config, fix: str | None = None, bounds: Bounds | Sequence[st
         o = outcomes[inj]
         res.outcomes[o] += len(members)
         res.distinct_outcomes[o] += 1
-        for kind, cpu, t in (inj.injections if isinstance(inj, Varied) else inj):
-            if isinstance(inj, Varied):
-                continue
+        if not isinstance(inj, Varied) and len(inj) == 1:
+            kind, cpu, t = inj[0]
             key = next(str(w) for w in bounds.windows if w.kind == kind and w.cpu == cpu and w.start <= t < w.end)
-            res.covered_to[key] = max(res.covered_to[key], max(m[0][2] for m in members) if len(inj) == 1 else t)
+            res.covered[key] += len(members)
         if o not in GOOD:
             best = minimal.get(o)
             if best is None or _order(inj) < _order(best[0]):
