@@ -101,11 +101,12 @@ def _summary_text(s: dict) -> str:
              + ("not within the step budget" if s["outcome"] == "unfinished" else
                 f"{s['resume_ended_ns'] / 1e6:.3f} ms" if s.get('resume_ended_ns') is not None else "never"),
              "  wake-ups per CPU: " + _per_cpu(s["wakeups"]),
-             f"  during the copy: {s['costs']['wakeups']} wake-ups of parked CPUs "
-             f"({s['costs']['wakeups_per_ms']:.1f} per ms, "
-             f"{s['costs']['wakeups_per_ms'] / max(s['config']['cpus'] - 1, 1):.2f} per parked CPU per ms), "
-             f"{s['costs']['awake_ns'] / 1e6:.3f} ms awake in all, "
-             f"{s['costs']['sharing_cpus']} CPUs sharing a monitored line, {s['costs']['ipis']} IPIs"]
+             f"  during the copy: {s['costs']['wakeups']} wake-ups of parked CPUs, "
+             f"{s['costs']['wakeups_per_ms']:.1f} per ms "
+             f"({s['costs']['wakeups_per_ms'] / max(s['config']['cpus'] - 1, 1):.2f} per parked CPU per ms), "
+             f"{s['costs']['awake_ns'] / 1e6:.3f} ms awake in all",
+             f"  ping-pong: {s['costs']['clflush_wakeups']} of those wake-ups by another CPU's CLFLUSH of a shared "
+             f"line; {s['costs']['sharing_cpus']} CPUs sharing a monitored line; {s['costs']['ipis']} IPIs sent"]
     for f in s["faults"]:
         during = f" while delivering {f['during']}" if f["during"] else ""
         walk = " -> ".join(f"L{w['level']}@{w['frame']}:{w['entry']}" for w in f["walk"])

@@ -38,7 +38,7 @@ def severity(outcome: str) -> float:
     return SEVERITY.index(outcome) if outcome in SEVERITY else SEVERITY.index("unfinished") - 0.5
 #: per-run costs taken from lab.campaign.run_one's records, averaged over a cell's seeds
 #: (a record without the field gives NaN: the model does not report it yet)
-COSTS = ("wakeups", "wakeups_per_ms", "awake_ns", "ipis", "safe_pages", "sharing_cpus", "store_wakeups")
+COSTS = ("wakeups", "clflush_wakeups", "wakeups_per_ms", "awake_ns", "ipis", "safe_pages", "sharing_cpus", "store_wakeups")
 STRAY_KINDS = ("nmi", "smi", "mce")
 
 

@@ -546,7 +546,8 @@ class Resume:
 
     def copy_costs(self) -> dict[str, Any]:
         """The non-boot CPUs during the copy (from the copy phase to the image kernel, or to the
-        end): wake-ups, wake-ups per ms, ns spent running; IPIs and safe pages of the whole run."""
+        end): wake-ups (those by another CPU's CLFLUSH of a shared line: the ping-pong), wake-ups
+        per ms, ns spent running; IPIs and safe pages of the whole run."""
         start = end = None
         for e in self.events:
             if e.kind == "phase" and e.data["phase"] == "copy":
@@ -557,7 +558,7 @@ class Resume:
         if start is None:  # the copy has not begun: nothing to count yet
             start, end = self.now, self.now - 1
         end = self.now if end is None else end
-        wakes = 0
+        wakes = pings = 0
         awake = 0
         running_since: dict[int, int] = {}
         for e in self.events:
@@ -565,6 +566,7 @@ class Resume:
                 continue
             if e.kind == "wake":  # leaving the C-state counts as awake
                 wakes += start <= e.t <= end
+                pings += start <= e.t <= end and e.data["reason"].startswith("clflush")
                 running_since.setdefault(e.cpu, e.t)
             elif e.kind == "state":
                 if e.data.get("state") == "running":
@@ -575,7 +577,7 @@ class Resume:
         for t0 in running_since.values():
             awake += max(0, end - max(t0, start))
         span_ms = (end - start) / 1e6
-        return {"wakeups": wakes, "wakeups_per_ms": round(wakes / span_ms, 3) if span_ms > 0 else 0.0,
+        return {"wakeups": wakes, "clflush_wakeups": pings, "wakeups_per_ms": round(wakes / span_ms, 3) if span_ms > 0 else 0.0,
                 "awake_ns": awake,
                 "ipis": self.machine.apic.sent, "safe_pages": len(self.loaded.safe.taken),
                 "sharing_cpus": self.runtime.sharing_cpus}
