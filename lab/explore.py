@@ -42,8 +42,10 @@ from .hw.cpu import RunState
 from .hw.paging import walk
 from .scenario import INJECTABLE, Config, Resume
 
-#: outcomes that are not failures
+#: outcomes that are not failures; NO_VERDICT: runs the lab's step budget cut short (no verdict
+#: on the fix, lab.scenario), never a counterexample, counted and reported
 GOOD = ("resumed",)
+NO_VERDICT = ("unfinished",)
 UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
 MAX_GRID = 1_000_000  # grid points of one window (a bound on the bound)
 #: choices ``Bounds.vary`` can set to the ends of their domain (lab.choices), besides injections
@@ -214,8 +216,10 @@ class Exploration:
     def verdict(self) -> str:
         if self.counterexamples:
             return "counterexample found: " + ", ".join(sorted(self.counterexamples))
-        return ("none found within bounds" if self.complete else
-                "none found in the part covered before the budget ran out")
+        cut = sum(self.outcomes.get(o, 0) for o in NO_VERDICT)
+        return (("none found within bounds" if self.complete else
+                 "none found in the part covered before the budget ran out")
+                + (f" ({cut} schedules unfinished: the step budget cut them short, no verdict)" if cut else ""))
 
     def coverage(self) -> str:
         b = self.bounds
@@ -542,7 +546,7 @@ def explore(config: Config, fix: str | None = None, bounds: Bounds | Sequence[st
     res.schedules = res.distinct = res.run = 1
     res.outcomes[base_outcome] += 1
     res.distinct_outcomes[base_outcome] += 1
-    if base_outcome not in GOOD:
+    if base_outcome not in GOOD + NO_VERDICT:
         res.counterexamples[base_outcome] = counterexample(config, (), base_outcome)
 
     # the classes of each window's grid times in the default run
@@ -680,7 +684,7 @@ def explore(config: Config, fix: str | None = None, bounds: Bounds | Sequence[st
             kind, cpu, t = inj[0]
             key = next(str(w) for w in bounds.windows if w.kind == kind and w.cpu == cpu and w.start <= t < w.end)
             res.covered[key] += len(members)
-        if o not in GOOD:
+        if o not in GOOD + NO_VERDICT:
             best = minimal.get(o)
             if best is None or _order(inj) < _order(best[0]):
                 minimal[o] = (inj, len(members))
