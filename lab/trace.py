@@ -161,6 +161,8 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def config_from(data: dict[str, Any]) -> "Config":
+    """The Config a trace's ``config`` holds, checked by lab.validate like any other (JSON lists
+    become tuples there); ValueError names the setting, its value and what is allowed."""
     from .scenario import Config
     fields = {f.name for f in dataclasses.fields(Config)}
     if not isinstance(data, dict):
@@ -168,15 +170,11 @@ def config_from(data: dict[str, Any]) -> "Config":
     unknown = sorted(set(data) - fields)
     if unknown:
         raise ValueError(f"trace config has unknown setting(s) {', '.join(unknown)}")
-    values = dict(data)
-    holes = values.get("holes")
-    if holes is not None:
-        if not (isinstance(holes, list) and all(isinstance(h, list) and len(h) == 2 for h in holes)):
-            raise ValueError(f"trace config holes must be a list of [start, end] pairs, got {holes!r}")
-        values["holes"] = tuple(tuple(h) for h in holes)
     try:
-        return Config(**values)
-    except (TypeError, AttributeError, KeyError, IndexError, OverflowError) as exc:
+        return Config(**data)
+    except ValueError as exc:  # ConfigError, ConfigTypeError
+        raise ValueError(f"trace config is not valid: {exc}") from None
+    except (TypeError, AttributeError, KeyError, IndexError, OverflowError) as exc:  # pragma: no cover
         raise ValueError(f"trace config is not valid: {exc}") from None
 
 
