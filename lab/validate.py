@@ -15,6 +15,8 @@ import numbers
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
+import numpy as np
+
 from .hw.machine import MAX_CPUS, WAKEUPS
 from .hw.memory import PAGE_SIZE, parse_size
 
@@ -55,7 +57,7 @@ def is_whole(value: Any) -> bool:
 
 
 def _is_flag(value: Any) -> bool:
-    return isinstance(value, bool) or type(value).__name__ == "bool_"  # numpy.bool_
+    return isinstance(value, (bool, np.bool_))
 
 
 def _num(n: int) -> str:
