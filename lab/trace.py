@@ -190,12 +190,13 @@ def _read(path: str | os.PathLike) -> str:
         fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
         raise ValueError(f"cannot read trace file {name!r}: {exc.strerror or exc}") from None
+    st = os.fstat(fd)
+    kind = _kind(st.st_mode)
+    if kind:  # before fdopen, which raises IsADirectoryError for a directory
+        os.close(fd)
+        raise ValueError(f"cannot read trace file {name!r}: it is {kind}; allowed: a regular file "
+                         f"holding a {FORMAT} JSON trace")
     with os.fdopen(fd, "rb") as f:
-        st = os.fstat(fd)
-        kind = _kind(st.st_mode)
-        if kind:
-            raise ValueError(f"cannot read trace file {name!r}: it is {kind}; allowed: a regular file "
-                             f"holding a {FORMAT} JSON trace")
         if st.st_size > MAX_BYTES:
             raise ValueError(f"trace file {name!r} is {st.st_size} bytes; allowed: at most {MAX_BYTES}")
         try:
