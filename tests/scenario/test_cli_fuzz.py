@@ -185,3 +185,5 @@ def test_replay_paths(good_trace: Path, tmp_path: Path, capsys) -> None:
         code, out, err = call(["replay", str(path)], capsys)
         assert code == expected, (path, err)
         assert "Traceback" not in err
+        assert expected == 0 or len(err.strip().splitlines()) == 1, err
+    assert "it is a directory" in call(["replay", str(tmp_path)], capsys)[2]

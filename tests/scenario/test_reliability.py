@@ -347,3 +347,8 @@ def test_every_single_byte_change_is_detected(data, good_trace: Path, tmp_path: 
     p = in_process(["replay", str(path)], capsys)
     assert p.returncode == 2, (i, byte, p.stdout, p.stderr)
     assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
+    line = p.stderr.strip()
+    assert "fuzzed.json" in line, line  # the message names the file
+    if "damaged or edited:" in line:  # ... and the part that changed
+        named = line.split("damaged or edited:", 1)[1]
+        assert any(part in named for part in trace.PARTS) or "digests do not match" in named, line
