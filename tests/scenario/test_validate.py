@@ -246,3 +246,23 @@ def test_replay_refuses_a_sealed_trace_with_a_bad_config(edit, needles, tmp_path
 def test_every_field_has_a_spec() -> None:
     import dataclasses
     assert set(validate.FIELDS) == {f.name for f in dataclasses.fields(Config)}
+
+
+def test_docs_limits_table_matches_the_code() -> None:
+    """docs/limits.md states the limits the code checks (and the README links it)."""
+    from lab import campaign
+    from lab.hw.machine import MAX_CPUS
+    from widgets.memory_map import MAX_BINS, MIN_BINS
+
+    doc = (REPO / "docs" / "limits.md").read_text()
+    for text in (f"2 to {MAX_CPUS}", "64 MiB to 1 TiB", f"{validate.MAX_STEP_BUDGET:,}",
+                 f"{validate.MAX_PAGE_COPY_NS:,} ns", f"{validate.MAX_INITCALL_PAGES:,} pages",
+                 f"{validate.MIN_TEXT_PAGES} to {validate.KERNEL_IMAGE_SIZE // 4096:,}",
+                 f"at most {validate.MAX_INJECTIONS:,} injections", f"at most {validate.E820_MAX} memory-map",
+                 f"{MIN_BINS} to {MAX_BINS:,}", f"at most {trace.MAX_BYTES >> 30} GiB"):
+        assert text in doc, text
+    assert validate.MAX_SEED == 2**63 - 1 and "0 to 2**63 - 1" in doc
+    assert validate.MIN_RAM == 64 << 20 and validate.MAX_RAM == 1 << 40
+    runs = getattr(campaign, "MAX_CAMPAIGN_RUNS", None)  # added by the campaign work (issue 11)
+    assert f"MAX_CAMPAIGN_RUNS` = {runs or 10_000_000:,} runs" in doc
+    assert "docs/limits.md" in (REPO / "README.md").read_text()
