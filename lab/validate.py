@@ -366,15 +366,19 @@ def check_until(until: Any, phases: Iterable[str], kinds: Iterable[str]) -> Any:
 
 
 def fix_names(fixes: Any) -> list[str]:
-    """A list of fix names (for sweeps): a single name given as a str is refused, not split into letters."""
+    """The fixes of a sweep as a list of known names, each once, in the order given.  One name
+    given as a str is one fix (as compare's ``fixes`` and Config's ``stray`` and ``inject`` take
+    it), never its letters."""
     from .fixes import FIXES
     if isinstance(fixes, str):
-        raise ConfigTypeError(f"fixes must be a list of fix names, got the str {fixes!r}; "
-                              f"write [{fixes!r}] for one fix (allowed names: {', '.join(FIXES)})")
+        fixes = [fixes]
     try:
         names = list(fixes)
     except TypeError:
-        raise ConfigTypeError(f"fixes must be a list of fix names, got {fixes!r}") from None
+        raise ConfigTypeError(f"fixes must be a fix name or a list of them ({', '.join(FIXES)}), "
+                              f"got {fixes!r}") from None
     for f in names:
         choice("fix", f, FIXES, "unknown fix")
-    return names
+    if not names:
+        raise ConfigError(f"fixes is empty; allowed: one or more of {', '.join(FIXES)}")
+    return list(dict.fromkeys(names))
