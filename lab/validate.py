@@ -26,6 +26,9 @@ if TYPE_CHECKING:  # pragma: no cover
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 MIN_RAM = 64 * MiB
 MAX_RAM = 1 << 40  # 1 TiB: memory is sparse, but the loader's arrays grow with the image
+# the image's frames are tracked one by one: a 32 GiB image takes about 1 GB of memory and half a
+# minute to build (a 1 TiB machine needs an image of at least 16 GiB: its struct pages)
+MAX_IMAGE = 32 * GiB
 MAX_SEED = (1 << 63) - 1  # a seed fits a signed 64-bit integer (numpy, pandas, JSON readers)
 MAX_TIME_NS = (1 << 63) - 1  # times (injections, run(until=...)) in signed 64-bit ns
 MAX_STEP_BUDGET = 1_000_000_000
@@ -233,7 +236,7 @@ FIELDS: dict[str, Spec] = {
     "cpus": _whole(2, MAX_CPUS, f"2 to {MAX_CPUS} (a boot CPU and at least one other)"),
     "threads_per_core": _whole(1, 2, "1 or 2"),
     "ram": Spec(lambda n, v: size(n, v, MIN_RAM, MAX_RAM, 2 * MiB), "64M to 1T, whole 2 MiB"),
-    "image": Spec(lambda n, v: size(n, v, 1, MAX_RAM, PAGE_SIZE), "a size, whole 4 KiB pages"),
+    "image": Spec(lambda n, v: size(n, v, PAGE_SIZE, MAX_IMAGE, PAGE_SIZE), "4K to 32G, whole 4 KiB pages"),
     "seed": _whole(0, MAX_SEED, ">= 0 and at most 2**63 - 1"),
     "pci_hole": _flag(),
     "e820_end_below_4g": Spec(_optional_address, "None or a page-aligned address, at most 4 GiB"),

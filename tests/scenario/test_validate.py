@@ -168,6 +168,7 @@ BAD_SETTINGS = {
     "jitter as str": (dict(jitter="0.1"), ["jitter", "'0.1'", "[0, 1)"]),
     "flag as int": (dict(gbpages=1), ["gbpages", "got 1", "true or false"]),
     "ram as float": (dict(ram=1.5e9), ["ram", "1500000000.0", "allowed"]),
+    "image too large": (dict(ram="1T", image="33G"), ["image must be 4K to 32G", "'33G'"]),
     "ram unaligned": (dict(ram=(256 << 20) + 4096), ["ram", "multiple of 2M"]),
     "holes not pairs": (dict(holes=5), ["holes", "got 5", "[start, end] pairs"]),
     "negative hole": (dict(holes=((-4096, 0),)), ["hole [-4096, 0]", "0 <= start < end"]),
@@ -256,7 +257,7 @@ def test_docs_limits_table_matches_the_code() -> None:
     from widgets.memory_map import MAX_BINS, MIN_BINS
 
     doc = (REPO / "docs" / "limits.md").read_text()
-    for text in (f"2 to {MAX_CPUS}", "64 MiB to 1 TiB", f"{validate.MAX_STEP_BUDGET:,}",
+    for text in (f"2 to {MAX_CPUS}", f"4 KiB to {validate.MAX_IMAGE >> 30} GiB", "64 MiB to 1 TiB", f"{validate.MAX_STEP_BUDGET:,}",
                  f"{validate.MAX_PAGE_COPY_NS:,} ns", f"{validate.MAX_INITCALL_PAGES:,} pages",
                  f"{validate.MIN_TEXT_PAGES} to {validate.KERNEL_IMAGE_SIZE // 4096:,}",
                  f"at most {validate.MAX_INJECTIONS:,} injections", f"at most {validate.E820_MAX} memory-map",
