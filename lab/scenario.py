@@ -9,17 +9,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .fixes import FIXES, get_fix
+from .fixes import get_fix
 from .hw.cpu import CState, RunState
-from .hw.machine import MAX_CPUS, WAKEUPS, Machine, Timing
-from .hw.memory import PAGE_SIZE, PhysicalMemory, parse_size
+from .hw.machine import Machine, Timing
+from .hw.memory import PAGE_SIZE, PhysicalMemory
 from .hw.paging import Walk, walk
 from .hw.sched import Event
 from .kernel.hibernate import Image, load_image, snapshot, verify
 from .kernel.hotplug import HotplugTiming, park_idle
 from .kernel.instance import BootParams, Kernel
 from .kernel.layout import e820_for, punch_holes
-from .kernel.version import get_version
 from .kernel.restore import RestoreTiming, Runtime
 from . import validate
 
