@@ -56,7 +56,7 @@ class ConfigTypeError(ConfigError, TypeError):
 
 def is_whole(value: Any) -> bool:
     """int and numpy integers, never bool (nor numpy.bool_, which is not an Integral)."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    return type(value) is int or (isinstance(value, numbers.Integral) and not isinstance(value, bool))
 
 
 def _is_flag(value: Any) -> bool:
