@@ -62,7 +62,9 @@ def check_setting_names(settings: dict[str, Any]) -> None:
 
 @dataclass(frozen=True)
 class Config:
-    """Everything a run depends on.  Sizes accept "256M", "8G" or a byte count."""
+    """Everything a run depends on.  Sizes accept "256M", "8G" or a byte count; whole numbers
+    may be numpy integers.  ``preset`` is a label: ``Config.from_preset(name, ...)`` applies the
+    preset's values (``Config(preset=name)`` alone keeps the defaults).  Limits: docs/limits.md."""
 
     preset: str = "default"
     fix: str = "mwait"

@@ -250,7 +250,10 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
     if changed or set(data["parts"]) != set(PARTS):
         raise ValueError(f"trace file {name!r} is damaged or edited: {', '.join(changed) or 'parts'} "
                          "changed since it was written (does not match the trace digest)")
-    config_from(data["config"])
+    try:
+        config_from(data["config"])
+    except ValueError as exc:
+        raise ValueError(f"trace file {name!r}: {exc}") from None
     return data
 
 

@@ -145,7 +145,7 @@ def bounded(monkeypatch):
     return made
 
 
-@FUZZ
+@settings(FUZZ, max_examples=30)
 @given(argv=st.lists(st.one_of(st.sampled_from(["run", "replay", "sweep", "compare", "presets", "fixes", "-h",
                                                 "--preset", "workshop", "--cpus", "--seeds", "--fix", "--",
                                                 "="]),

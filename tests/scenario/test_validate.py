@@ -240,7 +240,7 @@ def test_replay_refuses_a_sealed_trace_with_a_bad_config(edit, needles, tmp_path
     code, err = run_cli(["replay", str(path)], capsys)
     assert code == 2, err
     line, = err.strip().splitlines()
-    assert "trace config is not valid" in line
+    assert "trace file" in line and "bad.json" in line and "trace config is not valid" in line
     for needle in needles:
         assert needle in line, (needle, line)
 
