@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     hz.add_argument("--kernel-text-pages", type=int, default=None, help="pages of kernel text")
     hz.add_argument("--restore-initcalls", type=int, default=None, help="pages the restore kernel's initcalls take")
     hz.add_argument("--image-initcalls", type=int, default=None, help="pages the image kernel's initcalls take")
+    run.add_argument("--step-budget", type=int, default=None, metavar="N",
+                     help="stop the simulation after N steps (the preset's budget by default; a run "
+                          "cut short ends 'unfinished', not with a verdict on the fix)")
     run.add_argument("--json", action="store_true", help="print one JSON object")
     run.add_argument("--trace", default=None, help="write the trace (config and events) to FILE")
     sub.add_parser("presets", help="list the presets")
@@ -95,16 +98,25 @@ def _summary_text(s: dict) -> str:
              f"({s['load']['safe_pages']} safe pages)",
              f"  pages copied: {s['pages_copied']}, simulated time: {s['time_ns'] / 1e6:.3f} ms, steps: {s['steps']}",
              "  resume ended (verdict taken) at: "
-             + (f"{s['resume_ended_ns'] / 1e6:.3f} ms" if s.get('resume_ended_ns') is not None else "never"),
+             + ("not within the step budget" if s["outcome"] == "unfinished" else
+                f"{s['resume_ended_ns'] / 1e6:.3f} ms" if s.get('resume_ended_ns') is not None else "never"),
              "  wake-ups per CPU: " + _per_cpu(s["wakeups"]),
-             f"  during the copy: {s['costs']['wakeups']} wake-ups of parked CPUs "
-             f"({s['costs']['wakeups_per_ms']:.1f} per ms), {s['costs']['awake_ns'] / 1e6:.3f} ms awake in all, "
-             f"{s['costs']['sharing_cpus']} CPUs sharing a monitored line, {s['costs']['ipis']} IPIs"]
+             f"  during the copy: {s['costs']['wakeups']} wake-ups of parked CPUs, "
+             f"{s['costs']['wakeups_per_ms']:.1f} per ms "
+             f"({s['costs']['wakeups_per_ms'] / max(s['config']['cpus'] - 1, 1):.2f} per parked CPU per ms), "
+             f"{s['costs']['awake_ns'] / 1e6:.3f} ms awake in all",
+             f"  ping-pong: {s['costs']['clflush_wakeups']} of those wake-ups by another CPU's CLFLUSH of a shared "
+             f"line; {s['costs']['sharing_cpus']} CPUs sharing a monitored line; {s['costs']['ipis']} IPIs sent"]
     for f in s["faults"]:
         during = f" while delivering {f['during']}" if f["during"] else ""
         walk = " -> ".join(f"L{w['level']}@{w['frame']}:{w['entry']}" for w in f["walk"])
         lines.append(f"  fault: cpu{f['cpu']} {f['vector']} at {f['address']} (error code {f['error_code']:#x}, "
                      f"rip {f['rip']}){during}" + (f"\n    walk: {walk}" if walk else ""))
+    if s.get("stopped_by") == "step budget" and s["outcome"] == "unfinished":
+        done = s["pages_copied"] / max(s["pages_to_copy"], 1)
+        lines.append(f"  unfinished: the lab stopped at its step budget ({s['step_budget']:,} steps), "
+                     f"{s['time_ns'] / 1e6:.3f} ms into the resume, {done:.0%} of the copy done; this is "
+                     "no verdict on the fix (--step-budget N simulates further, at a cost that grows with N)")
     if s["oops"]:
         lines.append("  oops:\n" + "\n".join("    " + ln for ln in s["oops"].splitlines()))
     if s.get("mismatched_frames"):
@@ -333,7 +345,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
         config = Config.from_preset(args.preset, fix=args.fix, cpus=args.cpus,
                                     threads_per_core=args.threads_per_core, nosmt=args.nosmt,
                                     kernel_version=args.kernel_version, ram=args.ram, image=args.image,
-                                    seed=args.seed, inject=tuple(args.inject) if args.inject else None, **hazard)
+                                    seed=args.seed, inject=tuple(args.inject) if args.inject else None,
+                                    step_budget=args.step_budget, **hazard)
         r = Resume(config)
         r.run()
         s = r.summary()

@@ -29,16 +29,16 @@ from .scenario import OUTCOMES, PRESETS, Config, Resume
 Overrides = Callable[[Config], dict[str, Any]]
 
 #: worst first: the order in which a cell's worst outcome is chosen (an outcome not listed here
-#: ranks just above "resumed")
-SEVERITY = ("triple_fault", "shutdown", "panic", "corrupted", "timeout", "resumed")
+#: ranks between "timeout" and "unfinished": a failure, though one the lab has no name for)
+SEVERITY = ("triple_fault", "shutdown", "panic", "corrupted", "timeout", "unfinished", "resumed")
 
 
 def severity(outcome: str) -> float:
     """Rank of ``outcome``, 0 the worst (see ``SEVERITY``)."""
-    return SEVERITY.index(outcome) if outcome in SEVERITY else len(SEVERITY) - 1.5
+    return SEVERITY.index(outcome) if outcome in SEVERITY else SEVERITY.index("unfinished") - 0.5
 #: per-run costs taken from lab.campaign.run_one's records, averaged over a cell's seeds
 #: (a record without the field gives NaN: the model does not report it yet)
-COSTS = ("wakeups", "wakeups_per_ms", "awake_ns", "ipis", "safe_pages", "sharing_cpus", "store_wakeups")
+COSTS = ("wakeups", "clflush_wakeups", "wakeups_per_ms", "awake_ns", "ipis", "safe_pages", "sharing_cpus", "store_wakeups")
 STRAY_KINDS = ("nmi", "smi", "mce")
 
 
@@ -152,6 +152,7 @@ RUN_OPTIONS: dict[str, Callable[[Any], list[str]]] = {
     "kernel_text_pages": lambda v: ["--kernel-text-pages", str(v)],
     "restore_initcalls": lambda v: ["--restore-initcalls", str(v)],
     "image_initcalls": lambda v: ["--image-initcalls", str(v)],
+    "step_budget": lambda v: ["--step-budget", str(v)],
 }
 
 
@@ -238,12 +239,15 @@ def compare(preset: str, fixes: Sequence[str] | None = None, hazards: Sequence[s
     * ``applies``, ``reason``: False and why, where the fix cannot run with the hazard's
       settings (a ValueError from Config, e.g. a fix that needs INIT on a mailbox machine),
     * ``n`` runs, one count per outcome (``resumed``, ``panic``, ...), ``failures`` (every
-      outcome but resumed), ``failure_rate`` and its Wilson 95% interval ``ci_low``,
+      outcome but resumed and unfinished), ``failure_rate`` over the ``judged`` runs (those
+      the lab simulated to a verdict: unfinished runs, cut by the step budget, are counted
+      but judge nothing) and its Wilson 95% interval ``ci_low``,
       ``ci_high``, computed with ``scipy.stats.binomtest(k, n).proportion_ci(method="wilson")``,
     * the costs, means over the seeds of lab.campaign.run_one's record fields (NaN where the
       record has no such field): ``wakeups``, ``wakeups_per_ms``, ``awake_ns``, ``ipis``,
       ``safe_pages``, ``sharing_cpus``, ``store_wakeups``,
-    * ``worst`` outcome (triple_fault > shutdown > panic > corrupted > timeout > resumed), ``worst_seed``
+    * ``worst`` outcome (triple_fault > shutdown > panic > corrupted > timeout > unfinished > resumed),
+      ``worst_seed``
       (the lowest seed giving it) and ``command``: ``python -m lab run ...`` reproducing it,
     * ``settings`` (the hazard's settings of that run), ``label`` ("k/n fail [lo-hi%]" or
       "n/a") and ``description``.
@@ -329,15 +333,19 @@ def compare(preset: str, fixes: Sequence[str] | None = None, hazards: Sequence[s
             if cell["applies"] else []
         n = len(recs)
         counts = {o: sum(1 for *_, rec in recs if rec["outcome"] == o) for o in OUTCOMES}
-        k = n - counts["resumed"]
-        row.update(n=n, **counts, failures=k)
+        judged = n - counts["unfinished"]
+        k = judged - counts["resumed"]
+        row.update(n=n, **counts, judged=judged, failures=k)
         if n:
-            lo, hi = wilson(k, n)
-            row.update(failure_rate=k / n, ci_low=lo, ci_high=hi)
+            lo, hi = wilson(k, judged) if judged else (math.nan, math.nan)
+            row.update(failure_rate=k / judged if judged else math.nan, ci_low=lo, ci_high=hi)
             worst = min((rec["outcome"] for *_, rec in recs), key=severity)
             seed, cfg, over, _ = next(x for x in recs if x[3]["outcome"] == worst)
+            label = cell_label(k, judged, lo, hi) if judged else "none judged"
+            if counts["unfinished"]:
+                label += f" ({counts['unfinished']} unfinished)"
             row.update(worst=worst, worst_seed=seed, command=run_command(cfg), settings=settings_of(cfg),
-                       label=cell_label(k, n, lo, hi))
+                       label=label)
         else:
             row.update(failure_rate=math.nan, ci_low=math.nan, ci_high=math.nan, worst=None, worst_seed=None,
                        command=None, settings=None, label="n/a")
@@ -346,7 +354,7 @@ def compare(preset: str, fixes: Sequence[str] | None = None, hazards: Sequence[s
             vals = [float(v) for v in vals if v is not None]
             row[c] = sum(vals) / len(vals) if vals else math.nan
         rows.append(row)
-    columns = ["fix", "hazard", "applies", "reason", "n", *OUTCOMES, "failures", "failure_rate", "ci_low", "ci_high",
+    columns = ["fix", "hazard", "applies", "reason", "n", *OUTCOMES, "judged", "failures", "failure_rate", "ci_low", "ci_high",
                *COSTS, "worst", "worst_seed", "command", "settings", "label", "description"]
     df = pd.DataFrame.from_records(rows, columns=columns)
     df["worst_seed"] = df["worst_seed"].astype("Int64")  # a whole number, or <NA> where n/a

@@ -41,7 +41,10 @@ def parse_injection(text: str) -> tuple[str, int, int]:
 
 
 PHASES = ("boot", "load-image", "disable-nonboot", "copy", "image-kernel", "online", "resumed")
-OUTCOMES = ("resumed", "panic", "triple_fault", "shutdown", "corrupted", "timeout")
+#: "timeout": the machine has nothing left to do and the resume never ended (a hang);
+#: "unfinished": the lab stopped at its step budget before the resume ended (not a verdict on
+#: the fix: the simulation was cut short; ``--step-budget`` lets it go on)
+OUTCOMES = ("resumed", "panic", "triple_fault", "shutdown", "corrupted", "timeout", "unfinished")
 GiB, MiB = 1 << 30, 1 << 20
 MAX_RAM = validate.MAX_RAM  # 1 TiB: memory is sparse, but the loader's arrays grow with the image
 #: every kind of event a run emits (``run(until=KIND)``); tests/scenario/test_validate.py checks the
@@ -176,7 +179,12 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "server": ("2 sockets x 48 cores x 2 threads = 192 CPUs, 256 GiB, a 5 GiB image (4 GiB of it struct pages), 0.4 us per 4 KiB copy: "
                "more CPUs than the zero page has lines (64)",
                dict(cpus=192, threads_per_core=2, ram=256 * GiB, image=5 * GiB, restore_in_use=512 * MiB,
-                    page_copy_ns=400)),
+                    page_copy_ns=400,
+                    # every fix but the zero-page ones ends in under 10,000 steps here; a
+                    # zero-page ping-pong of 192 CPUs needs about 10 M (a wake-up per CPU per
+                    # C6 exit latency for 0.5 s of copy), hours and GiB of events: the lab stops
+                    # it after 300,000 steps (about 30 ms of it) and says so (outcome unfinished)
+                    step_budget=300_000)),
 }
 
 
@@ -358,6 +366,21 @@ class Resume:
                 break
         return m.events[first:]
 
+    @property
+    def stopped_by(self) -> str | None:
+        """Why the run stopped: "step budget" (the lab's, ``Config.step_budget``), "shutdown",
+        "panic", "idle" (nothing scheduled) or None while it goes on."""
+        m = self.machine
+        if m.shutdown is not None:
+            return "shutdown"
+        if self.runtime.kernel.panicked is not None or self.restore_kernel.panicked is not None:
+            return "panic"
+        if m.idle():
+            return "idle"
+        if self.steps >= self.config.step_budget:
+            return "step budget"
+        return None
+
     def _stopped(self) -> bool:
         m = self.machine
         return (m.shutdown is not None or self.runtime.kernel.panicked is not None
@@ -385,8 +408,9 @@ class Resume:
         """The verdict: None while the resume goes on.  It is taken once, when the resume
         ends: the image kernel has every CPU online (then ``verify()`` compares memory with
         the image: resumed or corrupted), a CPU died (panic), the machine shut down
-        (triple_fault; ``shutdown`` for a machine check with CR4.MCE=0 or MCIP set), or the run
-        ran out of budget or of things to do (timeout).  What
+        (triple_fault; ``shutdown`` for a machine check with CR4.MCE=0 or MCIP set), the machine
+        ran out of things to do with the resume not over (timeout: a hang), or the lab ran out
+        of its step budget first (unfinished: no verdict on the fix).  What
         happens after that is still simulated and shown, but cannot change it."""
         if self._verdict is None and self.finished:
             self._decide(final=True)
@@ -403,7 +427,7 @@ class Resume:
         elif rt.done and self.image_kernel.online == set(range(self.config.cpus)):
             verdict = "corrupted" if self.mismatched_frames() else "resumed"
         elif final:
-            verdict = "timeout"
+            verdict = "unfinished" if self.stopped_by == "step budget" else "timeout"
         else:
             return
         self._verdict = verdict
@@ -481,7 +505,8 @@ class Resume:
 
     def copy_costs(self) -> dict[str, Any]:
         """The non-boot CPUs during the copy (from the copy phase to the image kernel, or to the
-        end): wake-ups, wake-ups per ms, ns spent running; IPIs and safe pages of the whole run."""
+        end): wake-ups (those by another CPU's CLFLUSH of a shared line: the ping-pong), wake-ups
+        per ms, ns spent running; IPIs and safe pages of the whole run."""
         start = end = None
         for e in self.events:
             if e.kind == "phase" and e.data["phase"] == "copy":
@@ -489,10 +514,10 @@ class Resume:
             elif e.kind == "phase" and e.data["phase"] == "image-kernel" and start is not None:
                 end = e.t
                 break
-        if start is None:
-            start = end = self.now
+        if start is None:  # the copy has not begun: nothing to count yet
+            start, end = self.now, self.now - 1
         end = self.now if end is None else end
-        wakes = 0
+        wakes = pings = 0
         awake = 0
         running_since: dict[int, int] = {}
         for e in self.events:
@@ -500,6 +525,7 @@ class Resume:
                 continue
             if e.kind == "wake":  # leaving the C-state counts as awake
                 wakes += start <= e.t <= end
+                pings += start <= e.t <= end and e.data["reason"].startswith("clflush")
                 running_since.setdefault(e.cpu, e.t)
             elif e.kind == "state":
                 if e.data.get("state") == "running":
@@ -509,8 +535,9 @@ class Resume:
                     awake += max(0, min(e.t, end) - max(t0, start))
         for t0 in running_since.values():
             awake += max(0, end - max(t0, start))
-        span_ms = max(end - start, 1) / 1e6
-        return {"wakeups": wakes, "wakeups_per_ms": round(wakes / span_ms, 3), "awake_ns": awake,
+        span_ms = (end - start) / 1e6
+        return {"wakeups": wakes, "clflush_wakeups": pings, "wakeups_per_ms": round(wakes / span_ms, 3) if span_ms > 0 else 0.0,
+                "awake_ns": awake,
                 "ipis": self.machine.apic.sent, "safe_pages": len(self.loaded.safe.taken),
                 "sharing_cpus": self.runtime.sharing_cpus}
 
@@ -521,7 +548,9 @@ class Resume:
                 "oops": self.oopses[0].text if self.oopses else None,
                 "wakeups": {str(k): v for k, v in self.wakeups().items()},
                 "pages_copied": self.runtime.copied, "time_ns": self.now, "steps": self.steps,
-                "resume_ended_ns": self.resume_ended_ns, "load": self.loaded.counts(), "costs": self.copy_costs(),
+                "resume_ended_ns": self.resume_ended_ns, "stopped_by": self.stopped_by,
+                "step_budget": self.config.step_budget, "pages_to_copy": len(self.loaded.pblist),
+                "load": self.loaded.counts(), "costs": self.copy_costs(),
                 "mismatched_frames": len(self.mismatched_frames()) if self.outcome in ("resumed", "corrupted") else None}
 
     # -- the tables under the sleeping CPUs (lab.watch); views ask these, never snapshot ------

@@ -60,7 +60,7 @@ def cell_data(df) -> dict[str, list[Any]]:  # noqa: ANN001 - the DataFrame of la
             out["applies"].append(applies)
             out["description"].append(str(row.get("description", "")))
             if applies:
-                k, n = int(row["failures"]), int(row["n"])
+                k, n = int(row["failures"]), int(row.get("judged", row["n"]))  # unfinished runs judge nothing
                 lo, hi = float(row["ci_low"]), float(row["ci_high"])
                 rate = k / n if n else 0.0
                 out["rate"].append(rate)

@@ -299,3 +299,14 @@ def test_unwritable_trace_path_exits_2(tmp_path: Path, capsys) -> None:
     assert p.returncode == 2
     assert "Traceback" not in p.stderr
     assert "cannot write trace file" in p.stderr and "t.json" in p.stderr
+
+
+def test_step_budget_option_ends_a_run_unfinished_and_says_so() -> None:
+    p = finish(start("run", "--preset", "workshop", "--fix", "hlt", "--step-budget", "5"))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines()[0].endswith(": unfinished")
+    assert "the lab stopped at its step budget (5 steps)" in p.stdout and "no verdict on the fix" in p.stdout
+    j = json.loads(finish(start("run", "--preset", "workshop", "--step-budget", "5", "--json")).stdout)
+    assert j["outcome"] == "unfinished" and j["stopped_by"] == "step budget" and j["steps"] == 5
+    bad = finish(start("run", "--preset", "workshop", "--step-budget", "0"))
+    assert bad.returncode == 2 and bad.stderr.startswith(PREFIX) and "step_budget" in bad.stderr

@@ -49,9 +49,10 @@ def test_structure(small: pd.DataFrame) -> None:
 
 
 def test_worst_outcome_order() -> None:
-    order = sorted(["resumed", "timeout", "corrupted", "panic", "shutdown", "triple_fault"], key=cmp.severity)
-    assert order == ["triple_fault", "shutdown", "panic", "corrupted", "timeout", "resumed"]
-    assert cmp.severity("timeout") < cmp.severity("some new failure") < cmp.severity("resumed")
+    order = sorted(["resumed", "unfinished", "timeout", "corrupted", "panic", "shutdown", "triple_fault"],
+                   key=cmp.severity)
+    assert order == ["triple_fault", "shutdown", "panic", "corrupted", "timeout", "unfinished", "resumed"]
+    assert cmp.severity("timeout") < cmp.severity("some new failure") < cmp.severity("unfinished")
     assert set(OUTCOMES) <= set(cmp.SEVERITY)
 
 
@@ -197,3 +198,18 @@ def test_cli_compare_bad_input(capsys: pytest.CaptureFixture, argv: list[str], t
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert text in err and len(err.strip().splitlines()) == 1
+
+
+def test_unfinished_runs_are_counted_but_judge_nothing() -> None:
+    """A run the step budget cuts short is no failure of the fix: the rate is over the judged
+    runs, the label says how many were unfinished, and the reproducing command carries the
+    budget."""
+    probe = cmp.compare("workshop", ["hlt"], {"short": ("budget cut", lambda c: {})}, [0, 1])
+    steps = 5  # far fewer than a workshop hlt resume needs (a few dozen: the copy runs in bulk)
+    hz = {"budget": ("a step budget far too small", lambda c: {"step_budget": steps})}
+    df = cmp.compare("workshop", ["hlt"], hz, [0, 1])
+    row = df.loc[("hlt", "budget")]
+    assert row["unfinished"] == 2 and row["judged"] == 0 and row["failures"] == 0
+    assert row["label"] == "none judged (2 unfinished)"
+    assert row["worst"] == "unfinished" and f"--step-budget {steps}" in row["command"]
+    assert probe.loc[("hlt", "short"), "judged"] == 2

@@ -108,3 +108,20 @@ def test_a_broadcast_machine_check_takes_init_down() -> None:
     r = run(fix="init", stray=("mce",), seed=0)
     assert r.outcome == "shutdown" and r.machine.shutdown_cause == "machine check"
     assert "CR4.MCE=0" in r.machine.shutdown
+
+
+def test_past_64_cpus_the_sharers_ping_pong_and_a_long_run_ends_unfinished() -> None:
+    """130 CPUs on 64 zero-page lines: every parked CPU shares its line, the sharers' own
+    CLFLUSHes wake each other during the copy, and the step budget stops the lab (not the
+    machine) with the outcome "unfinished" (the `server` preset does the same at 192 CPUs)."""
+    probe = Resume(preset="workshop", fix="zero-page", cpus=130)
+    probe.run(until="copy")
+    r = Resume(preset="workshop", fix="zero-page", cpus=130, step_budget=probe.steps + 5000)
+    r.run()
+    assert r.runtime.sharing_cpus == 129
+    assert r.phase == "copy" and r.outcome == "unfinished" and r.stopped_by == "step budget"
+    copy_t = next(e.t for e in r.events if e.kind == "phase" and e.data["phase"] == "copy")
+    pinged = {e.cpu for e in r.events if e.kind == "wake" and e.t >= copy_t and e.data["reason"].startswith("clflush")}
+    assert len(pinged) > 100
+    costs = r.copy_costs()
+    assert costs["wakeups"] >= len(pinged) and costs["wakeups_per_ms"] > 100

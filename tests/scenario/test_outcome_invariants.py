@@ -1,8 +1,9 @@
 """The outcome is the verdict taken once, when the resume ends (``Resume._decide`` after every
 step): "resumed" when the image kernel has run ``resume_done`` with every CPU online and every
 image frame holds the image's bytes, "corrupted" if some frame does not; "panic" (an oops) or
-"triple_fault" (the machine reset) as soon as one happens; "timeout" when the run ends (budget,
-nothing left to run) without any of those.  Each invariant is broken on purpose here, while the
+"triple_fault" (the machine reset) as soon as one happens; "timeout" when the machine has nothing
+left to run without any of those (a hang); "unfinished" when the lab's step budget ends the run
+first (no verdict on the fix).  Each invariant is broken on purpose here, while the
 resume is still going on, and the outcome must follow; what happens after the verdict cannot
 change it.
 """
@@ -73,7 +74,7 @@ def frames_not_in_image(r: Resume) -> int:
 
 def test_outcomes_are_the_documented_ones(done: Resume) -> None:
     assert done.outcome in OUTCOMES
-    assert set(OUTCOMES) == {"resumed", "panic", "triple_fault", "shutdown", "corrupted", "timeout"}
+    assert set(OUTCOMES) == {"resumed", "panic", "triple_fault", "shutdown", "corrupted", "timeout", "unfinished"}
 
 
 @pytest.mark.parametrize("which", [a_piece_frame, a_single_frame], ids=["tagged-run frame", "single frame"])
@@ -146,7 +147,7 @@ def test_an_unrestored_pbe_is_corrupted() -> None:
     assert r.mismatched_frames() == [pfn]
 
 
-# -- timeout ---------------------------------------------------------------------------------
+# -- timeout (a hang) and unfinished (the budget) ---------------------------------------------------------------------------------
 
 def test_outcome_is_none_while_running() -> None:
     r = Resume(preset="workshop", fix="hlt", seed=1)
@@ -156,7 +157,7 @@ def test_outcome_is_none_while_running() -> None:
     assert r.outcome is None
 
 
-def test_a_tiny_step_budget_times_out() -> None:
+def test_a_tiny_step_budget_leaves_the_run_unfinished() -> None:
     """A budget that runs out during the copy (the copy runs in bulk, so a whole resume takes
     only a few dozen steps: the budget is taken from a run of the same seed)."""
     probe = Resume(preset="workshop", fix="hlt", seed=1)
@@ -167,12 +168,12 @@ def test_a_tiny_step_budget_times_out() -> None:
     assert r.steps == budget and r.finished
     assert r.phase == "copy" and r.runtime.copied < len(r.loaded.pblist)
     assert not r.runtime.done
-    assert r.outcome == "timeout"
+    assert r.outcome == "unfinished" and r.stopped_by == "step budget"
     assert r.resume_ended_ns == r.now
     assert r.summary()["mismatched_frames"] is None  # not checked unless the resume completed
 
 
-def test_a_budget_ending_during_bring_up_times_out() -> None:
+def test_a_budget_ending_during_bring_up_leaves_it_unfinished() -> None:
     """The copy is done, the image kernel runs, but not every CPU is back yet."""
     full = resumed_run()
     r = Resume(preset="workshop", fix="hlt", seed=1)
@@ -181,7 +182,7 @@ def test_a_budget_ending_during_bring_up_times_out() -> None:
     r2.run()
     assert r2.phase == "online"
     assert r2.image_kernel.online != set(range(r2.config.cpus))
-    assert r2.outcome == "timeout"
+    assert r2.outcome == "unfinished"
     assert full.steps > r2.steps
 
 
@@ -197,13 +198,13 @@ def test_a_cpu_missing_from_the_image_kernel_times_out() -> None:
     assert any(e.kind == "cpu_up_failed" and e.cpu == 2 for e in r.events)
     assert r.image_kernel.online == set(range(r.config.cpus)) - {2}
     assert r.steps < r.config.step_budget  # the run ended with nothing left to do
-    assert r.outcome == "timeout"
+    assert r.outcome == "timeout" and r.stopped_by == "idle"
     assert r.summary()["mismatched_frames"] is None
 
 
-def test_resume_not_done_times_out() -> None:
+def test_resume_not_done_when_the_budget_ends_is_unfinished() -> None:
     """Every CPU is back in the image kernel, but resume_done has not run when the budget ends:
-    the resume is not over, so no verdict but timeout."""
+    the resume is not over, so no verdict: unfinished."""
     probe = Resume(preset="workshop", fix="hlt", seed=1)
     everyone = set(range(probe.config.cpus))
     while probe.image_kernel.online != everyone:
@@ -213,7 +214,7 @@ def test_resume_not_done_times_out() -> None:
     r.run()
     assert r.image_kernel.online == everyone
     assert not r.runtime.done
-    assert r.outcome == "timeout"
+    assert r.outcome == "unfinished"
     full = resumed_run()
     assert full.steps > r.steps
 
