@@ -21,7 +21,7 @@ FUZZ = settings(max_examples=50, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 NON_ASCII = ["٤", "４", "৫", "١٢", "𝟠"]  # Arabic-Indic, fullwidth, Bengali, mathematical digits
-JUNK = ["", " ", "x", "-", "--", "1e3", "0x10", "4.0", "nan", "inf", "-0", "9" * 40, "\x00", "ß", "🙂"]
+JUNK = ["", " ", "x", "-", "--", "1e3", "0x10", "4.0", "nan", "inf", "9" * 40, "\x00", "ß", "🙂"]
 
 # option -> (good values, bad values) for `run` on the workshop preset
 RUN_OPTIONS: dict[str, tuple[list[str], list[str]]] = {
@@ -39,10 +39,11 @@ RUN_OPTIONS: dict[str, tuple[list[str], list[str]]] = {
     "--kernel-text-pages": (["1024", "2048"], ["0", "-1", "15", "200000", *NON_ASCII, *JUNK]),
     "--restore-initcalls": (["0", "64"], ["-1", "65537", *NON_ASCII, *JUNK]),
     "--image-initcalls": (["0", "96"], ["-3", "1000000000", *JUNK]),
+    "--step-budget": (["50", "5000"], ["0", "-1", "1000000001", *NON_ASCII, *JUNK]),
 }
 FLAGS = ["--nosmt", "--json", "--clflush-triggers", "--no-clflush-triggers", "--play-dead-at-text-end",
          "--no-play-dead-at-text-end"]
-BAD_TOKENS = ["--warp", "--cpus=", "--seed=-1", "--seeds", "-x", "--preset=nope", "--trace="]
+BAD_TOKENS = ["--warp", "--cpus=", "--seeds", "-x", "--cpus=x", "--json=1"]  # bad wherever they stand
 
 
 @st.composite
