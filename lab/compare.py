@@ -25,6 +25,7 @@ import numpy as np
 from .campaign import Progress, run_one
 from .fixes import FIXES, get_fix
 from .scenario import OUTCOMES, PRESETS, Config, Resume
+from .validate import MAX_SEED
 
 Overrides = Callable[[Config], dict[str, Any]]
 
@@ -273,6 +274,8 @@ def compare(preset: str, fixes: Sequence[str] | None = None, hazards: Sequence[s
     seeds = sorted(set(int(s) for s in seeds))
     if not seeds or seeds[0] < 0:
         raise ValueError("seeds: at least one, each >= 0")
+    if seeds[-1] > MAX_SEED:  # else every cell would read "does not apply" (Config refuses the seed)
+        raise ValueError(f"seeds: each at most 2**63 - 1 (lab.validate.MAX_SEED), got {seeds[-1]}")
 
     # 1. the configuration of every run, or why the cell does not apply
     cells: dict[tuple[str, str], dict[str, Any]] = {}

@@ -268,3 +268,9 @@ def test_docs_limits_table_matches_the_code() -> None:
     runs = getattr(campaign, "MAX_CAMPAIGN_RUNS", None)  # added by the campaign work (issue 11)
     assert f"MAX_CAMPAIGN_RUNS` = {runs or 10_000_000:,} runs" in doc
     assert "docs/limits.md" in (REPO / "README.md").read_text()
+
+
+def test_compare_refuses_a_seed_too_large_instead_of_marking_every_cell_inapplicable() -> None:
+    from lab import compare
+    text = message(lambda: compare.compare("workshop", ["hlt"], ["copy stores"], seeds=[1 << 64]))
+    assert "at most 2**63 - 1" in text and str(1 << 64) in text
