@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from collections import Counter, deque
 from concurrent.futures import Executor
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
@@ -482,14 +483,16 @@ def dask_executor(spec: str) -> Iterator[Executor]:
         n = spec[len("local:"):]
         if not (n.isascii() and n.isdigit() and 1 <= int(n) <= 64):
             raise ValueError(f"--dask {spec!r}: allowed: local:N with N from 1 to 64, or a scheduler address")
-        cluster = LocalCluster(n_workers=int(n), processes=True, threads_per_worker=1, dashboard_address=None,
-                               silence_logs=logging.ERROR)
+        with warnings.catch_warnings():  # "port 8787 in use" of the scheduler's (dashboard-less) HTTP server
+            warnings.simplefilter("ignore", UserWarning)
+            cluster = LocalCluster(n_workers=int(n), processes=True, threads_per_worker=1, dashboard_address=None,
+                                   silence_logs=logging.ERROR)
         client = Client(cluster)
     else:
         if not spec.strip() or any(ch.isspace() for ch in spec):
             raise ValueError(f"--dask {spec!r}: allowed: local:N or a scheduler address such as tcp://10.0.0.5:8786")
         try:
-            client = Client(spec, timeout="10s")
+            client = Client(spec, timeout="5s")
         except (OSError, TimeoutError, ValueError, TypeError) as exc:
             raise ValueError(f"--dask {spec!r}: cannot reach a dask scheduler there ({type(exc).__name__}: "
                              f"{str(exc).splitlines()[0] if str(exc) else ''}); allowed: local:N or the address "
