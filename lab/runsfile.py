@@ -31,7 +31,10 @@ def create(path: str, header: Mapping[str, Any]) -> None:
     column names to ``path``, atomically (a temporary file in the same folder, then a rename)."""
     columns = [name for name, _ in header["columns"]]
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".campaign-", suffix=".csv", dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".campaign-", suffix=".csv", dir=folder)
+    except OSError as exc:
+        raise ValueError(f"cannot write campaign file {path!r}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "w", newline="") as f:
             f.write(MAGIC + json.dumps(dict(header), sort_keys=True) + "\n")
@@ -39,9 +42,11 @@ def create(path: str, header: Mapping[str, Any]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise ValueError(f"cannot write campaign file {path!r}: {exc.strerror or exc}") from None
         raise
 
 
@@ -58,14 +63,17 @@ def append(path: str, columns: Iterable[str], records: Iterable[Mapping[str, Any
         n += 1
     if n:
         data = buf.getvalue().encode()
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise ValueError(f"cannot append to campaign file {path!r}: {exc.strerror or exc}") from None
     return n
 
 

@@ -245,6 +245,10 @@ def test_cli_out_refuses_to_overwrite_and_resume_needs_a_campaign_file(tmp_path,
     assert cli.main(["sweep", "--preset", "workshop", "--fix", "hlt", "--seeds", "0", "--resume",
                      str(tmp_path / "none.csv")]) == 2
     assert "cannot read" in capsys.readouterr().err
+    assert cli.main(["sweep", "--preset", "workshop", "--fix", "hlt", "--seeds", "0", "--out",
+                     str(tmp_path / "no" / "such" / "dir.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write campaign file" in err and err.count("\n") == 1
 
 
 def test_progress_bar_on_a_terminal_only_and_never_when_quiet():
