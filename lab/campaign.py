@@ -30,6 +30,7 @@ from concurrent.futures import Executor
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from . import runsfile
+from . import validate
 from .fixes import get_fix
 from .scenario import OUTCOMES, Config, Resume
 from .trace import digest
@@ -39,13 +40,14 @@ Progress = Callable[[int, int], None]  # (runs done, runs in all)
 #: the largest campaign (fixes x seeds, or fixes x hazards x seeds for compare) the lab accepts:
 #: at 0.1 s of CPU a run, 10 million runs are about 12 CPU-days (a large cluster's afternoon)
 MAX_CAMPAIGN_RUNS = 10_000_000
-MAX_SEED = 2**63 - 1
+from .validate import MAX_SEED  # noqa: E402 - the one seed bound (2**63 - 1)
 
 #: the fields of run_one's record and their types (the columns of a campaign file)
 RECORD_TYPES: dict[str, str] = {
     "preset": "str", "fix": "str", "seed": "int", "outcome": "str", "fault_cpu": "int", "fault_address": "str",
     "store_wakeups": "int", "pages_copied": "int", "time_ns": "int", "resume_ended_ns": "int",
-    "wakeups": "int", "wakeups_per_ms": "float", "awake_ns": "int", "ipis": "int", "safe_pages": "int",
+    "wakeups": "int", "clflush_wakeups": "int", "wakeups_per_ms": "float", "awake_ns": "int", "ipis": "int",
+    "safe_pages": "int",
     "sharing_cpus": "int", "digest": "str"}
 
 
@@ -364,7 +366,7 @@ def run_campaign(base: Config, fixes: Sequence[str], seeds: Iterable[int], execu
     ``progress``: None draws a tqdm.auto bar after a second, False nothing, else it is called
     with (done, total).  Raises ValueError before anything runs for an unknown fix, a fix the
     configuration cannot take, or more than MAX_CAMPAIGN_RUNS runs."""
-    fixes = list(dict.fromkeys(fixes))
+    fixes = validate.fix_names(fixes)  # one name is one fix; each once
     seeds = Seeds.of(seeds)
     total = len(fixes) * seeds.count
     check_size(total, f"{len(fixes)} fixes x {seeds.count:,} seeds")

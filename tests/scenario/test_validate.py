@@ -74,8 +74,6 @@ def test_fix_names_takes_a_single_str_as_one_fix() -> None:
     assert "fixes is empty" in message(lambda: validate.fix_names([]))
 
 
-@pytest.mark.xfail(strict=True, reason="lab/campaign.py belongs to the campaign helper: sweep (run_campaign) "
-                                       "must start with fixes = validate.fix_names(fixes); remove this mark then")
 def test_sweep_with_a_str_for_fixes_runs_that_fix() -> None:
     base = Config.from_preset("workshop")
     assert [rec["fix"] for rec in sweep(base, "hlt", [0])] == ["hlt"]
