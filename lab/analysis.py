@@ -100,3 +100,83 @@ def predict(resume: "Resume", cpu: int) -> Prediction:
     latency = cfg.c6_exit_ns
     faults = bool(lo.subs(subs) < latency < hi.subs(subs))
     return Prediction(cpu, woken, junk, closes, woken + latency / cfg.page_copy_ns, faults)
+
+
+# -- from one seed to a rate ---------------------------------------------------------------------
+s = sp.Symbol("s", nonnegative=True)  # jitter spread: the exit latency is L * (1 + s*u), u ~ U(-1, 1)
+
+
+def fault_probability() -> sp.Expr:
+    """The probability that a parked CPU faults, given its layout (woken at pblist position
+    ``w``, a junk table on its walk at ``t``, the image's own tables from ``b``) and the timing
+    (exit latency ``L`` ns, ``c`` ns per page copied, jitter spread ``s``).
+
+    The exit latency actually taken is L' = L (1 + s u) with u uniform in [-1, 1)
+    (lab.hw.sched.Jitter.scale), so L' is uniform on [L (1 - s), L (1 + s)] and the CPU faults
+    when L' falls in the window (L_min, L_max) of ``fault_window``:
+
+        P = max(0, min(L_max, L (1 + s)) - max(L_min, L (1 - s))) / (2 L s)
+
+    and, without jitter (s = 0), 1 inside the window and 0 outside.  Assumes the copy passes one
+    pbe every ``c`` ns (the per-page jitter averages out over the hundreds of pages between a
+    wake and the walk) and that a CPU is woken once, by the copy's store into its monitored line."""
+    lo, hi = fault_window()
+    band = sp.Max(0, sp.Min(hi, L * (1 + s)) - sp.Max(lo, L * (1 - s))) / (2 * L * s)
+    inside = sp.Piecewise((1, sp.And(lo < L, L < hi)), (0, True))
+    return sp.Piecewise((inside, sp.Eq(s, 0)), (band, True))
+
+
+def run_fault_probability() -> tuple[sp.Expr, tuple[sp.Symbol, ...]]:
+    """P(the run fails) for two CPUs exposed to the window, each with its own (w, t, b) and its
+    own latency draw: 1 - (1 - P_1)(1 - P_2); in general 1 - prod(1 - P_i) over the exposed
+    CPUs (``predicted_failure``).  Returned with the symbols of the second CPU."""
+    w2, t2, b2 = sp.symbols("w2 t2 b2", positive=True)
+    p = fault_probability()
+    return 1 - (1 - p) * (1 - p.subs({w: w2, t: t2, b: b2})), (w2, t2, b2)
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """Where a parked CPU stands in one run's layout: woken at ``woken_at``, a junk table on its
+    walk at ``junk_at``, the image's own tables from ``closes_at`` (pblist positions)."""
+
+    cpu: int
+    woken_at: int
+    junk_at: int
+    closes_at: int
+
+
+def exposures(resume: "Resume") -> list[Exposure]:
+    """The parked CPUs of a built (not yet run) Resume that the window can reach: woken by the
+    copy and with junk on their walk (the layout part of ``predict``; timing does not enter)."""
+    out = []
+    for cpu in range(1, resume.config.cpus):
+        p = predict(resume, cpu)
+        if p.woken_at is not None and p.junk_at is not None:
+            closes = p.closes_at if p.closes_at is not None else len(resume.loaded.pblist) + 1
+            out.append(Exposure(cpu, p.woken_at, p.junk_at, closes))
+    return out
+
+
+_probability = None
+
+
+def predicted_failure(exposed: list[Exposure], latency_ns: float, page_copy_ns: float, spread: float) -> float:
+    """1 - prod(1 - P_i): the probability that a run with these exposed CPUs fails, from
+    ``fault_probability`` evaluated for each (independent latency draws)."""
+    global _probability
+    if _probability is None:
+        _probability = sp.lambdify((w, t, b, L, c, s), fault_probability(), "math")
+    survive = 1.0
+    for e in exposed:
+        survive *= 1.0 - float(_probability(e.woken_at, e.junk_at, e.closes_at, latency_ns, page_copy_ns, spread))
+    return 1.0 - survive
+
+
+def predicted_rate(layouts: list[list[Exposure]], latency_ns: float, page_copy_ns: float, spread: float) -> float:
+    """The failure rate over runs whose layouts are ``layouts`` (one list of exposures per
+    seed): the mean of ``predicted_failure``.  Compare with a campaign's rate and its Wilson
+    interval (lab.campaign.stats)."""
+    if not layouts:
+        raise ValueError("predicted_rate needs at least one layout")
+    return sum(predicted_failure(x, latency_ns, page_copy_ns, spread) for x in layouts) / len(layouts)

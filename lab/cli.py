@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--seeds", default="0-15", help="e.g. 0-15 or 1,4,9-11")
     sw.add_argument("--jobs", type=int, default=1, help="worker processes (1: run here)")
     sw.add_argument("--json", action="store_true", help="print the records as JSON lines")
+    sw.add_argument("--out", default=None, metavar="FILE",
+                    help="write the records to a new CSV file (first line: the configuration), in chunks")
+    sw.add_argument("--resume", default=None, metavar="FILE",
+                    help="complete an interrupted campaign file: same preset, fixes and seeds; done runs are skipped")
+    _campaign_options(sw)
     rp = sub.add_parser("replay", help="run a trace's configuration again and compare digests")
     rp.add_argument("file")
     cmp = sub.add_parser("compare", help="every fix against every hazard over seeds: failure rates, costs, "
@@ -83,8 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--list-hazards", action="store_true", help="list the hazards and exit")
     cmp.add_argument("--jobs", type=int, default=1, help="worker processes (1: run here)")
     cmp.add_argument("--json", action="store_true", help="print one JSON document with every cell")
+    _campaign_options(cmp)
     _explore_parser(sub)
     return p
+
+
+def _campaign_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by sweep and compare: where the runs go, and the progress bar."""
+    p.add_argument("--dask", default=None, metavar="ADDRESS",
+                   help="run on a dask.distributed cluster: a scheduler address (tcp://host:8786), or local:N to "
+                        "start N worker processes here")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (it is shown on a terminal only)")
 
 
 def _explore_parser(sub) -> None:  # noqa: ANN001 - the subparsers of build_parser
@@ -225,26 +239,50 @@ def _pool(jobs: int):
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+@contextlib.contextmanager
+def _executor(args: argparse.Namespace):
+    """None (run here), a process pool (--jobs N) or a dask cluster's executor (--dask)."""
+    if not 1 <= args.jobs <= 64:
+        raise ValueError(f"--jobs must be 1 to 64, got {args.jobs}")
+    if args.dask is not None and args.jobs != 1:
+        raise ValueError(f"--dask {args.dask} and --jobs {args.jobs}: allowed: one of the two")
+    if args.dask is not None:
+        from .campaign import dask_executor
+        with dask_executor(args.dask) as ex:
+            yield ex
+    elif args.jobs == 1:
+        yield None
+    else:
+        with _pool(args.jobs) as pool:
+            yield pool
+
+
 def _sweep(args: argparse.Namespace) -> int:
-    from .campaign import parse_seeds, sweep, tally
+    from . import campaign
 
     if not 1 <= args.jobs <= 64:
         raise ValueError(f"--jobs must be 1 to 64, got {args.jobs}")
+    if args.out is not None and args.resume is not None and args.out != args.resume:
+        raise ValueError(f"--out {args.out} and --resume {args.resume}: allowed: one file (--resume alone appends to it)")
+    for opt, path in (("--out", args.out), ("--resume", args.resume)):
+        if path is not None and not path.strip():
+            raise ValueError(f"{opt} {path!r} is empty; allowed: a path to a CSV file, e.g. runs.csv")
     base = Config.from_preset(args.preset)
-    seeds = parse_seeds(args.seeds)
+    seeds = campaign.parse_seeds(args.seeds)
     fixes = args.fix or list(FIXES)
-    if args.jobs == 1:
-        records = sweep(base, fixes, seeds)
-    else:
-        with _pool(args.jobs) as pool:
-            records = sweep(base, fixes, seeds, pool)
+    campaign.check_size(len(fixes) * seeds.count, f"{len(fixes)} fixes x {seeds.count:,} seeds")
+    show = (lambda rec: print(json.dumps(rec, sort_keys=True))) if args.json else None
+    bar = campaign.ProgressBar(quiet=args.quiet, file=sys.stderr, notebook=False)
+    with _executor(args) as ex:
+        counts = campaign.run_campaign(base, fixes, seeds, ex, bar, out=args.resume or args.out,
+                                       resume=args.resume is not None, on_record=show)
     if args.json:
-        for rec in records:
-            print(json.dumps(rec, sort_keys=True))
         return 0
-    print(f"preset {args.preset}, seeds {args.seeds} ({len(seeds)} runs per fix)")
-    for fix, counts in tally(records).items():
-        print(f"  {fix:<12} " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    print(f"preset {args.preset}, seeds {seeds.text} ({seeds.count:,} runs per fix); failure rate with its Wilson 95% "
+          "interval; resumes until the first failure = 1 / rate")
+    print(campaign.stats_text(campaign.stats(counts)))
+    if args.out or args.resume:
+        print(f"records: {args.resume or args.out} (pandas: lab.campaign.read_runs)")
     return 0
 
 
@@ -267,11 +305,13 @@ def _compare(args: argparse.Namespace) -> int:
     for h in args.hazard or ():
         if h not in cmp.HAZARDS:
             raise ValueError(f"unknown hazard {h!r}; allowed: {', '.join(cmp.HAZARDS)}")
-    if args.jobs == 1:
-        df = cmp.compare(args.preset, args.fix, args.hazard, seeds)
-    else:
-        with _pool(args.jobs) as pool:
-            df = cmp.compare(args.preset, args.fix, args.hazard, seeds, executor=pool)
+    from .campaign import ProgressBar, check_size
+    n_fixes = len(args.fix) if args.fix else len(FIXES)
+    n_hazards = len(set(args.hazard)) if args.hazard else len(cmp.HAZARDS)
+    check_size(n_fixes * n_hazards * seeds.count, f"{n_fixes} fixes x {n_hazards} hazards x {seeds.count:,} seeds")
+    bar = ProgressBar(quiet=args.quiet, file=sys.stderr, notebook=False)
+    with _executor(args) as ex:
+        df = cmp.compare(args.preset, args.fix, args.hazard, seeds, executor=ex, progress=bar)
     print(json.dumps(cmp.to_json(df), sort_keys=True) if args.json else cmp.to_text(df))
     return 0
 

@@ -22,9 +22,10 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .campaign import Progress, run_one
+from .campaign import Progress, check_size, resumes_to_failure, run_lazily, run_one
 from .fixes import FIXES, get_fix
 from .scenario import OUTCOMES, PRESETS, Config, Resume
+from .validate import MAX_SEED
 
 Overrides = Callable[[Config], dict[str, Any]]
 
@@ -216,23 +217,16 @@ def _missing_settings(overrides: Mapping[str, Any]) -> list[str]:
 
 def _submit_all(fn: Callable[[Config], Any], configs: list[Config], executor: Executor | None,
                 tick: Callable[[], None]) -> list[Any]:
-    if executor is None:
-        out = []
-        for c in configs:
-            out.append(fn(c))
-            tick()
-        return out
-    futures = [executor.submit(fn, c) for c in configs]
     out = []
-    for fut in futures:
-        out.append(fut.result())
+    for result in run_lazily(fn, configs, executor):  # a bounded number submitted at a time
+        out.append(result)
         tick()
     return out
 
 
 def compare(preset: str, fixes: Sequence[str] | None = None, hazards: Sequence[str] | Mapping[str, tuple[str, Overrides]] | None = None,
             seeds: Iterable[int] = range(32), executor: Executor | None = None,
-            progress: Progress | None = None):  # noqa: ANN201 - a pandas DataFrame
+            progress: Progress | bool | None = None):  # noqa: ANN201 - a pandas DataFrame
     """Every fix (default: ``lab.fixes.FIXES``) under every hazard (default: ``HAZARDS``;
     names from it, or a mapping name -> (description, overrides) of your own) on ``preset``,
     for every seed.  Returns a pandas DataFrame indexed by (fix, hazard), one row per cell:
@@ -256,7 +250,11 @@ def compare(preset: str, fixes: Sequence[str] | None = None, hazards: Sequence[s
     ``matrix(df)`` turns it into one row per fix and one column per hazard.  Runs go through
     ``executor.submit(lab.campaign.run_one, config)`` (None: here, in order), each distinct
     configuration once; ``progress(done, total)`` is called after each run (and, while the
-    stray stand-in is in use, first after each copy-window probe)."""
+    stray stand-in is in use, first after each copy-window probe); None draws a tqdm.auto bar
+    once it takes a second (``lab.campaign.ProgressBar``), False nothing.  More than
+    ``lab.campaign.MAX_CAMPAIGN_RUNS`` runs: ValueError before anything is built.  Each row also
+    has ``resumes_to_failure`` with ``resumes_low``, ``resumes_high`` (1 / rate and its
+    interval from the Wilson bounds: ``lab.campaign.resumes_to_failure``)."""
     import pandas as pd
 
     if preset not in PRESETS:
@@ -271,9 +269,14 @@ def compare(preset: str, fixes: Sequence[str] | None = None, hazards: Sequence[s
         table = HAZARDS
         hazard_names = _select(hazards, HAZARDS, "hazard")
     base_over = HAZARDS[BASELINE][1]  # every cell: the baseline plus its hazard's own settings
+    if hasattr(seeds, "__len__"):
+        check_size(len(fix_names) * len(hazard_names) * len(seeds),  # type: ignore[arg-type]
+                   f"{len(fix_names)} fixes x {len(hazard_names)} hazards x {len(seeds):,} seeds")  # type: ignore[arg-type]
     seeds = sorted(set(int(s) for s in seeds))
     if not seeds or seeds[0] < 0:
         raise ValueError("seeds: at least one, each >= 0")
+    if seeds[-1] > MAX_SEED:  # else every cell would read "does not apply" (Config refuses the seed)
+        raise ValueError(f"seeds: each at most 2**63 - 1 (lab.validate.MAX_SEED), got {seeds[-1]}")
 
     # 1. the configuration of every run, or why the cell does not apply
     cells: dict[tuple[str, str], dict[str, Any]] = {}
@@ -296,6 +299,9 @@ def compare(preset: str, fixes: Sequence[str] | None = None, hazards: Sequence[s
                     break
     done = [0]
     total = [0]
+    if progress is None:
+        from .campaign import ProgressBar
+        progress = ProgressBar()
 
     def tick() -> None:
         done[0] += 1
@@ -324,6 +330,8 @@ def compare(preset: str, fixes: Sequence[str] | None = None, hazards: Sequence[s
     done[0], total[0] = 0, len(unique)
     by_config = dict(zip(unique, _submit_all(run_one, unique, executor, tick)))
     _windows.clear()
+    if hasattr(progress, "close"):
+        progress.close()
 
     # 3. reduce each cell
     rows = []
@@ -339,7 +347,9 @@ def compare(preset: str, fixes: Sequence[str] | None = None, hazards: Sequence[s
         row.update(n=n, **counts, judged=judged, failures=k)
         if n:
             lo, hi = wilson(k, judged) if judged else (math.nan, math.nan)
-            row.update(failure_rate=k / judged if judged else math.nan, ci_low=lo, ci_high=hi)
+            mean, rlo, rhi = resumes_to_failure(k, judged, lo, hi) if judged else (math.nan,) * 3
+            row.update(failure_rate=k / judged if judged else math.nan, ci_low=lo, ci_high=hi,
+                       resumes_to_failure=mean, resumes_low=rlo, resumes_high=rhi)
             worst = min((rec["outcome"] for *_, rec in recs), key=severity)
             seed, cfg, over, _ = next(x for x in recs if x[3]["outcome"] == worst)
             label = cell_label(k, judged, lo, hi) if judged else "none judged"
@@ -348,15 +358,17 @@ def compare(preset: str, fixes: Sequence[str] | None = None, hazards: Sequence[s
             row.update(worst=worst, worst_seed=seed, command=run_command(cfg), settings=settings_of(cfg),
                        label=label)
         else:
-            row.update(failure_rate=math.nan, ci_low=math.nan, ci_high=math.nan, worst=None, worst_seed=None,
+            row.update(failure_rate=math.nan, ci_low=math.nan, ci_high=math.nan, resumes_to_failure=math.nan,
+                       resumes_low=math.nan, resumes_high=math.nan, worst=None, worst_seed=None,
                        command=None, settings=None, label="n/a")
         for c in COSTS:
             vals = [rec.get(c) for *_, rec in recs]
             vals = [float(v) for v in vals if v is not None]
             row[c] = sum(vals) / len(vals) if vals else math.nan
         rows.append(row)
-    columns = ["fix", "hazard", "applies", "reason", "n", *OUTCOMES, "judged", "failures", "failure_rate", "ci_low", "ci_high",
-               *COSTS, "worst", "worst_seed", "command", "settings", "label", "description"]
+    columns = ["fix", "hazard", "applies", "reason", "n", *OUTCOMES, "judged", "failures", "failure_rate", "ci_low",
+               "ci_high", "resumes_to_failure", "resumes_low", "resumes_high", *COSTS, "worst", "worst_seed", "command",
+               "settings", "label", "description"]
     df = pd.DataFrame.from_records(rows, columns=columns)
     df["worst_seed"] = df["worst_seed"].astype("Int64")  # a whole number, or <NA> where n/a
     df = df.set_index(["fix", "hazard"])
@@ -431,6 +443,8 @@ def to_records(df) -> list[dict[str, Any]]:  # noqa: ANN001
         rec: dict[str, Any] = {"fix": fix, "hazard": hz}
         for k, v in row.items():
             if v is None or (not isinstance(v, (dict, list, tuple, str)) and pd.isna(v)):
+                v = None
+            elif isinstance(v, (float, np.floating)) and math.isinf(v):  # no failure: no finite mean (JSON has no inf)
                 v = None
             rec[str(k)] = _jsonable(v.item() if isinstance(v, np.generic) else v)
         out.append(rec)

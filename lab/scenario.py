@@ -9,19 +9,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .choices import check_choice, chooser_for, parse_choice
-from .fixes import FIXES, get_fix
+from .choices import chooser_for
+from .fixes import get_fix
 from .hw.cpu import CState, RunState
-from .hw.machine import MAX_CPUS, WAKEUPS, Machine, Timing
-from .hw.memory import PAGE_SIZE, PhysicalMemory, parse_size
+from .hw.machine import Machine, Timing
+from .hw.memory import PAGE_SIZE, PhysicalMemory
 from .hw.paging import Walk, walk
 from .hw.sched import Event
 from .kernel.hibernate import Image, load_image, snapshot, verify
 from .kernel.hotplug import HotplugTiming, park_idle
 from .kernel.instance import BootParams, Kernel
 from .kernel.layout import e820_for, punch_holes
-from .kernel.version import get_version
 from .kernel.restore import RestoreTiming, Runtime
+from . import validate
 
 if TYPE_CHECKING:  # pragma: no cover
     from .watch import Watch
@@ -47,12 +47,28 @@ PHASES = ("boot", "load-image", "disable-nonboot", "copy", "image-kernel", "onli
 #: the fix: the simulation was cut short; ``--step-budget`` lets it go on)
 OUTCOMES = ("resumed", "panic", "triple_fault", "shutdown", "corrupted", "timeout", "unfinished")
 GiB, MiB = 1 << 30, 1 << 20
-MAX_RAM = 1 << 40  # 1 TiB: memory is sparse, but the loader's arrays grow with the image
+MAX_RAM = validate.MAX_RAM  # 1 TiB: memory is sparse, but the loader's arrays grow with the image
+#: every kind of event a run emits (``run(until=KIND)``); tests/scenario/test_validate.py checks the
+#: list against the ``emit("...")`` calls in lab/
+EVENT_KINDS = ("cpu_dead", "cpu_online", "cpu_up_failed", "exception", "exec", "fault", "image_loaded",
+               "inject", "ipi", "kick_failed", "mce_logged", "monitor", "monitor_trigger", "mwait_fallthrough",
+               "nmi_handled", "oops", "page_copied", "pages_copied", "panic", "phase", "play_dead", "shutdown",
+               "smm", "state", "table_overwritten", "triple_fault", "verdict", "wake", "walk")
+
+
+def check_setting_names(settings: dict[str, Any]) -> None:
+    """Keyword settings must name Config fields; ConfigTypeError lists the allowed ones."""
+    fields = {f.name for f in dataclasses.fields(Config)}
+    bad = sorted(map(str, set(settings) - fields))
+    if bad:
+        raise validate.ConfigTypeError(f"unknown setting(s) {', '.join(bad)}; allowed: {', '.join(sorted(fields))}")
 
 
 @dataclass(frozen=True)
 class Config:
-    """Everything a run depends on.  Sizes accept "256M", "8G" or a byte count."""
+    """Everything a run depends on.  Sizes accept "256M", "8G" or a byte count; whole numbers
+    may be numpy integers.  ``preset`` is a label: ``Config.from_preset(name, ...)`` applies the
+    preset's values (``Config(preset=name)`` alone keeps the defaults).  Limits: docs/limits.md."""
 
     preset: str = "default"
     fix: str = "mwait"
@@ -94,91 +110,19 @@ class Config:
     schedule: tuple[tuple[str, int, int], ...] = ()  # (choice, occurrence, value): lab.choices, explicit values
 
     def __post_init__(self) -> None:
-        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
-        if self.preset not in PRESETS:
-            raise ValueError(f"unknown preset {self.preset!r}; allowed: {', '.join(PRESETS)}")
-        get_fix(self.fix)
-        get_version(self.kernel_version)
-        if self.wakeup not in WAKEUPS:
-            raise ValueError(f"wakeup must be one of {', '.join(WAKEUPS)}, got {self.wakeup!r}")
-        why = get_fix(self.fix).unavailable(self)
-        if why:
-            raise ValueError(f"fix {self.fix!r} is not available here: {why}")
-        if isinstance(self.stray, str):
-            set_("stray", (self.stray,))
-        set_("stray", tuple(self.stray))
-        for kind in self.stray:
-            if kind not in STRAYS:
-                raise ValueError(f"stray {kind!r}: allowed kinds {', '.join(STRAYS)}")
-        for name in ("cpus", "threads_per_core", "seed", "line_size", "c6_exit_ns", "page_copy_ns",
-                     "kernel_text_pages", "kernel_data_pages", "kernel_bss_pages", "early_noise_pages",
-                     "late_noise_pages", "step_budget"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool):
-                raise ValueError(f"{name} must be a whole number, got {v!r}")
-        for name in ("image_early_noise", "restore_early_noise", "late_noise_exact", "image_initcalls",
-                     "restore_initcalls"):
-            v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
-                raise ValueError(f"{name} must be a whole number >= 0 or None (seeded), got {v!r}")
-        if self.seed < 0:
-            raise ValueError(f"seed must be >= 0, got {self.seed}")
-        if not 2 <= self.cpus <= MAX_CPUS:
-            raise ValueError(f"cpus must be 2 to {MAX_CPUS} (a boot CPU and at least one other), got {self.cpus}")
-        if self.threads_per_core not in (1, 2):
-            raise ValueError(f"threads_per_core must be 1 or 2, got {self.threads_per_core}")
-        if self.cpus % self.threads_per_core:
-            raise ValueError(f"cpus {self.cpus} is not a whole number of cores of {self.threads_per_core} "
-                             f"threads; allowed: an even number of CPUs (or threads_per_core=1)")
-        for name in ("ram", "image", "restore_in_use"):
-            set_(name, parse_size(getattr(self, name)))
-        if self.ram < 64 * MiB or self.ram > MAX_RAM:
-            raise ValueError(f"ram must be 64M to 1T, got {self.ram} bytes")
-        if self.image > self.ram:
-            raise ValueError(f"image ({self.image} bytes) is larger than ram ({self.ram} bytes)")
-        if self.image % PAGE_SIZE or self.ram % (2 * MiB):
-            raise ValueError("image must be a whole number of 4 KiB pages and ram of 2 MiB")
-        kernel = (self.kernel_text_pages + self.kernel_data_pages + self.kernel_bss_pages) * PAGE_SIZE
-        need = kernel + self.ram // 64 + self.restore_in_use + 4 * MiB
-        if self.image + need > self.ram:
-            raise ValueError(
-                f"ram too small: the image ({self.image >> 20} MiB) plus the restore kernel "
-                f"(about {need >> 20} MiB) need more than {self.ram >> 20} MiB; use a larger ram or a smaller image")
-        if self.image < kernel + self.ram // 64 + 8 * MiB:
-            raise ValueError(
-                f"image too small: it holds at least the kernel and its boot allocations "
-                f"(about {(kernel + self.ram // 64 + 8 * MiB) >> 20} MiB), got {self.image >> 20} MiB")
-        for name in ("pci_hole", "gbpages", "debug_pagealloc", "clflush_triggers", "deep_cstate_loses_tlb",
-                     "same_build", "nosmt", "play_dead_at_text_end"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        self.e820()  # validates holes and the end of low RAM
-        set_("inject", tuple(parse_injection(i) if isinstance(i, str) else tuple(i) for i in self.inject))
-        for kind, cpu, at in self.inject:
-            if kind not in INJECTABLE or not isinstance(cpu, int) or not 0 <= cpu < self.cpus \
-                    or not isinstance(at, int) or at < 0:
-                raise ValueError(f"injection {(kind, cpu, at)!r}: allowed kinds {', '.join(INJECTABLE)}, "
-                                 f"a CPU 0 to {self.cpus - 1}, a time >= 0 ns")
-        set_("schedule", tuple(parse_choice(x) if isinstance(x, str) else tuple(x) for x in self.schedule))
-        for x in self.schedule:
-            if len(x) != 3:
-                raise ValueError(f"schedule entry {x!r}: allowed (choice, occurrence, value), e.g. ('wake.exit', 0, 90000)")
-            check_choice(*x)
-        if self.step_budget < 1:
-            raise ValueError("step_budget must be >= 1")
-        if not isinstance(self.jitter, (int, float)) or isinstance(self.jitter, bool) or not 0 <= self.jitter < 1:
-            raise ValueError(f"jitter must be in [0, 1), got {self.jitter}")
-        if self.line_size < 8 or self.line_size > 4096 or self.line_size & (self.line_size - 1):
-            raise ValueError(f"line_size must be a power of two from 8 to 4096, got {self.line_size}")
+        """Every field checked by lab.validate (types, ranges, units), then the combinations;
+        numpy integers become ints, lists tuples, sizes bytes.  ConfigError (a ValueError) names
+        the field, the bad value and what is allowed."""
+        values = validate.check_fields({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+        validate.check_combinations(self)
 
     @classmethod
     def from_preset(cls, preset: str = "default", **overrides: Any) -> "Config":
-        if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; allowed: {', '.join(PRESETS)}")
-        fields = {f.name for f in dataclasses.fields(cls)}
-        bad = sorted(set(overrides) - fields)
-        if bad:
-            raise ValueError(f"unknown setting(s) {', '.join(bad)}; allowed: {', '.join(sorted(fields))}")
+        """The preset's values with ``overrides`` on top (None: the preset's value)."""
+        validate.FIELDS["preset"].check("preset", preset)
+        check_setting_names(overrides)
         values = {**PRESETS[preset][1], **{k: v for k, v in overrides.items() if v is not None}}
         return cls(preset=preset, **values)
 
@@ -316,7 +260,18 @@ class Resume:
     def __init__(self, config: Config | None = None, **kwargs: Any) -> None:
         if config is None:
             config = Config.from_preset(kwargs.pop("preset", "default"), **kwargs)
+        elif not isinstance(config, Config):
+            hint = (f"Resume(preset={config!r}) or Resume(Config.from_preset({config!r}))"
+                    if isinstance(config, str) else "Resume(preset=NAME, ...) or Resume(Config.from_preset(NAME, ...))")
+            raise validate.ConfigTypeError(f"Resume takes a Config or keyword settings, got {config!r} "
+                                           f"({type(config).__name__}); use {hint}")
+        elif "preset" in kwargs:
+            raise validate.ConfigError(
+                f"Resume(config, preset={kwargs['preset']!r}): a Config already holds its settings (preset "
+                f"{config.preset!r}), so the label would be wrong; allowed: Resume(preset={kwargs['preset']!r}, ...) "
+                f"or Resume(Config.from_preset({kwargs['preset']!r}, ...))")
         elif kwargs:
+            check_setting_names(kwargs)
             config = dataclasses.replace(config, **kwargs)
         self.config = c = config
         rng = np.random.default_rng(c.seed)
@@ -392,10 +347,7 @@ class Resume:
     def run(self, until: str | int | None = None) -> list[Event]:
         """Run until an event of kind ``until``, the phase named ``until``, the simulated time
         ``until`` (ns), or the end (None).  Returns the events produced."""
-        if until == "":
-            raise ValueError("until must be an event kind, a phase, a time in ns or None")
-        if isinstance(until, int) and not isinstance(until, bool) and until < 0:
-            raise ValueError(f"until time must be >= 0 ns, got {until}")
+        until = validate.check_until(until, PHASES, EVENT_KINDS)
         m = self.machine
         first = len(m.events)
         by_time = isinstance(until, int) and not isinstance(until, bool)
@@ -511,8 +463,9 @@ class Resume:
 
     # -- state accessors ---------------------------------------------------------------------
     def cpu(self, i: int) -> CpuView:
-        if not isinstance(i, int) or not 0 <= i < len(self.machine.cpus):
+        if not validate.is_whole(i) or not 0 <= i < len(self.machine.cpus):
             raise ValueError(f"no CPU {i!r}; allowed: 0 to {len(self.machine.cpus) - 1}")
+        i = int(i)
         c = self.machine.cpus[i]
         k = self.runtime.kernel
         placed = next((p for p in k.placed.values() if p.base <= c.rip < p.base + p.size), None)
@@ -523,8 +476,9 @@ class Resume:
                        armed.line if armed else None, len(c.tlb), c.wakeups, i in k.online, oops)
 
     def frame(self, pfn: int) -> FrameView:
-        if not isinstance(pfn, int) or not 0 <= pfn < self.machine.memory.nr_frames:
+        if not validate.is_whole(pfn) or not 0 <= pfn < self.machine.memory.nr_frames:
             raise ValueError(f"no frame {pfn!r}; allowed: 0 to {self.machine.memory.nr_frames - 1:#x}")
+        pfn = int(pfn)
         in_image = self.image.content(pfn) is not None
         idx = self.loaded.pblist.index_of(pfn)
         if idx is not None:

@@ -161,6 +161,8 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def config_from(data: dict[str, Any]) -> "Config":
+    """The Config a trace's ``config`` holds, checked by lab.validate like any other (JSON lists
+    become tuples there); ValueError names the setting, its value and what is allowed."""
     from .scenario import Config
     fields = {f.name for f in dataclasses.fields(Config)}
     if not isinstance(data, dict):
@@ -168,15 +170,11 @@ def config_from(data: dict[str, Any]) -> "Config":
     unknown = sorted(set(data) - fields)
     if unknown:
         raise ValueError(f"trace config has unknown setting(s) {', '.join(unknown)}")
-    values = dict(data)
-    holes = values.get("holes")
-    if holes is not None:
-        if not (isinstance(holes, list) and all(isinstance(h, list) and len(h) == 2 for h in holes)):
-            raise ValueError(f"trace config holes must be a list of [start, end] pairs, got {holes!r}")
-        values["holes"] = tuple(tuple(h) for h in holes)
     try:
-        return Config(**values)
-    except (TypeError, AttributeError, KeyError, IndexError, OverflowError) as exc:
+        return Config(**data)
+    except ValueError as exc:  # ConfigError, ConfigTypeError
+        raise ValueError(f"trace config is not valid: {exc}") from None
+    except (TypeError, AttributeError, KeyError, IndexError, OverflowError) as exc:  # pragma: no cover
         raise ValueError(f"trace config is not valid: {exc}") from None
 
 
@@ -192,12 +190,13 @@ def _read(path: str | os.PathLike) -> str:
         fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
         raise ValueError(f"cannot read trace file {name!r}: {exc.strerror or exc}") from None
+    st = os.fstat(fd)
+    kind = _kind(st.st_mode)
+    if kind:  # before fdopen, which raises IsADirectoryError for a directory
+        os.close(fd)
+        raise ValueError(f"cannot read trace file {name!r}: it is {kind}; allowed: a regular file "
+                         f"holding a {FORMAT} JSON trace")
     with os.fdopen(fd, "rb") as f:
-        st = os.fstat(fd)
-        kind = _kind(st.st_mode)
-        if kind:
-            raise ValueError(f"cannot read trace file {name!r}: it is {kind}; allowed: a regular file "
-                             f"holding a {FORMAT} JSON trace")
         if st.st_size > MAX_BYTES:
             raise ValueError(f"trace file {name!r} is {st.st_size} bytes; allowed: at most {MAX_BYTES}")
         try:
@@ -251,7 +250,10 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
     if changed or set(data["parts"]) != set(PARTS):
         raise ValueError(f"trace file {name!r} is damaged or edited: {', '.join(changed) or 'parts'} "
                          "changed since it was written (does not match the trace digest)")
-    config_from(data["config"])
+    try:
+        config_from(data["config"])
+    except ValueError as exc:
+        raise ValueError(f"trace file {name!r}: {exc}") from None
     return data
 
 

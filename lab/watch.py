@@ -76,6 +76,7 @@ def frozen_copy(memory: PhysicalMemory) -> PhysicalMemory:
     snap = copy.copy(memory)
     snap._frames = {pfn: arr.copy() for pfn, arr in memory._frames.items()}  # noqa: SLF001
     snap._tags = dict(memory._tags)  # noqa: SLF001
+    snap._own = list(memory._own)  # noqa: SLF001 - the sorted frames of those two
     snap._range_starts = list(memory._range_starts)  # noqa: SLF001
     snap._ranges = list(memory._ranges)  # noqa: SLF001
     snap.observers = []

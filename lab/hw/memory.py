@@ -20,7 +20,7 @@ reads return all ones and stores are dropped, as on a PC bus with nothing behind
 from __future__ import annotations
 
 import re
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right, insort
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -154,8 +154,7 @@ class PhysicalMemory:
         self._range_starts: list[int] = []
         self._ranges: list[TaggedRange] = []
         self.observers: list[StoreObserver] = []
-        self._own_changes = 0  # bumped whenever the set of frames with content of their own may change
-        self._own_sorted: tuple[int, list[int]] = (-1, [])
+        self._own: list[int] = []  # sorted: the frames in _frames or _tags (content of their own)
 
     # -- checks -----------------------------------------------------------------------------
     def check_paddr(self, paddr: int, align: int = 1) -> None:
@@ -205,9 +204,9 @@ class PhysicalMemory:
         if arr is None:
             self.check_pfn(pfn)
             arr = self.tag(pfn).materialize()  # type: ignore[union-attr]
+            if self._tags.pop(pfn, None) is None:
+                insort(self._own, pfn)
             self._frames[pfn] = arr
-            self._tags.pop(pfn, None)
-            self._own_changes += 1
         return arr
 
     def read_page(self, pfn: int) -> np.ndarray:
@@ -269,7 +268,8 @@ class PhysicalMemory:
         """Store a whole frame (``rep movsq`` of 4 KiB): by tag when the content is tagged, so
         nothing is materialized; every line of the frame is reported as stored."""
         self.check_pfn(pfn)
-        self._own_changes += 1
+        if pfn not in self._frames and pfn not in self._tags:
+            insort(self._own, pfn)
         if isinstance(content, ContentTag):
             self._frames.pop(pfn, None)
             self._tags[pfn] = content
@@ -296,7 +296,8 @@ class PhysicalMemory:
             raise ValueError(f"range length must be positive, got {count}")
         self.check_pfn(start_pfn)
         self.check_pfn(start_pfn + count - 1)
-        ContentTag(kind, seed, 0)  # validates kind and seed
+        if kind not in _KIND_DENSITY or seed < 0:
+            ContentTag(kind, seed, 0)  # raises, naming what is allowed
         i = bisect_right(self._range_starts, start_pfn)
         if i > 0:
             prev = self._ranges[i - 1]
@@ -311,11 +312,13 @@ class PhysicalMemory:
         """Store ``r``'s content over its frames, whatever they held (``rep movsq`` of many
         pages): ranges around it are cut, per-frame content inside it dropped.  Reported to
         observers as one store over the whole span."""
-        if r.count <= 0 or r.index_of(r.start_pfn + r.count - 1) < 0 or r.first_index < 0:
+        start, count = r.start_pfn, r.count
+        end = start + count
+        if count <= 0 or r.first_index < 0 or r.first_index + r.step * (count - 1) < 0:
             raise ValueError(f"range {r} is empty or has negative content indices")
-        self.check_pfn(r.start_pfn)
-        self.check_pfn(r.start_pfn + r.count - 1)
-        start, end = r.start_pfn, r.start_pfn + r.count
+        if start < 0 or end > self.nr_frames:
+            self.check_pfn(start)
+            self.check_pfn(end - 1)
         starts, ranges = self._range_starts, self._ranges
         i = bisect_right(starts, start) - 1
         if i >= 0 and starts[i] + ranges[i].count > start:  # a range reaching into ours: cut it
@@ -338,15 +341,80 @@ class PhysicalMemory:
                 tail = [last.part(end, last.start_pfn + last.count)]
         starts[j:k] = [r.start_pfn] + [t.start_pfn for t in tail]
         ranges[j:k] = [r] + tail
-        self._own_changes += 1
-        for d in (self._frames, self._tags):
-            if len(d) < r.count:
-                for pfn in [p for p in d if start <= p < end]:
-                    del d[pfn]
-            else:
-                for pfn in range(start, end):
-                    d.pop(pfn, None)
+        own = self._own  # per-frame content inside the range is dropped (found by bisection)
+        a, b = bisect_left(own, start), bisect_left(own, end)
+        if a < b:
+            for pfn in own[a:b]:
+                self._frames.pop(pfn, None)
+                self._tags.pop(pfn, None)
+            del own[a:b]
         self._notify(start << PAGE_SHIFT, r.count << PAGE_SHIFT, agent, "store")
+
+    def put_ranges(self, stores: list[TaggedRange | tuple[int, ContentTag | np.ndarray]], agent: str) -> None:
+        """Many stores at once, to frames no two of them share: each a TaggedRange (as
+        ``put_range``) or a (pfn, content) pair (as ``write_page``).  Memory ends exactly as
+        after those calls in turn; the ranges are merged into the range list in one pass
+        instead of one list edit each, and observers are told of every store, in the given
+        order, once all are made (the loader's bulk fill: no CPU runs in between)."""
+        ranges = [x for x in stores if isinstance(x, TaggedRange)]
+        pages = [x for x in stores if not isinstance(x, TaggedRange)]
+        spans = sorted([(r.start_pfn, r.start_pfn + r.count) for r in ranges] + [(p, p + 1) for p, _ in pages])
+        for (_, e), (s2, _) in zip(spans, spans[1:]):
+            if s2 < e:
+                raise ValueError(f"put_ranges: two stores share frame {s2:#x}")
+        for r in ranges:
+            if r.count <= 0 or r.index_of(r.start_pfn + r.count - 1) < 0 or r.first_index < 0:
+                raise ValueError(f"range {r} is empty or has negative content indices")
+            self.check_pfn(r.start_pfn)
+            self.check_pfn(r.start_pfn + r.count - 1)
+        for pfn, content in pages:
+            self.check_pfn(pfn)
+            if not isinstance(content, ContentTag) and content.shape != (QWORDS_PER_PAGE,):
+                raise ValueError(f"a page is 512 qwords, got shape {content.shape}")
+        old = iter(self._ranges)
+        cur = next(old, None)
+        out: list[TaggedRange] = []
+        own = self._own
+        for r in sorted(ranges, key=lambda x: x.start_pfn):
+            start, end = r.start_pfn, r.start_pfn + r.count
+            while cur is not None and cur.start_pfn < end:  # the ranges before or under r
+                cs, ce = cur.start_pfn, cur.start_pfn + cur.count
+                if ce <= start:
+                    out.append(cur)
+                elif cs < start or ce > end:  # cut: keep what lies outside r
+                    if cs < start:
+                        out.append(cur.part(cs, start))
+                    if ce > end:
+                        cur = cur.part(end, ce)
+                        break
+                cur = next(old, None)
+            out.append(r)
+            a, b = bisect_left(own, start), bisect_left(own, end)
+            if a < b:
+                for pfn in own[a:b]:
+                    self._frames.pop(pfn, None)
+                    self._tags.pop(pfn, None)
+                del own[a:b]
+        if cur is not None:
+            out.append(cur)
+            out.extend(old)
+        self._ranges[:] = out
+        self._range_starts[:] = [r.start_pfn for r in out]
+        for pfn, content in pages:
+            if pfn not in self._frames and pfn not in self._tags:
+                insort(own, pfn)
+            if isinstance(content, ContentTag):
+                self._frames.pop(pfn, None)
+                self._tags[pfn] = content
+            else:
+                self._tags.pop(pfn, None)
+                self._frames[pfn] = np.array(content, dtype=np.uint64, copy=True)
+        if self.observers:
+            for x in stores:
+                if isinstance(x, TaggedRange):
+                    self._notify(x.start_pfn << PAGE_SHIFT, x.count << PAGE_SHIFT, agent, "store")
+                else:
+                    self._notify(x[0] << PAGE_SHIFT, PAGE_SIZE, agent, "store")
 
     def copy_frames(self, src: np.ndarray, dst: np.ndarray, agent: str) -> None:
         """Copy frame ``src[k]`` to ``dst[k]`` for every k, in order (the copy loop over many
@@ -365,21 +433,27 @@ class PhysicalMemory:
         dst = np.asarray(dst, dtype=np.int64)
         edges = stride_runs(src, dst)
         own = self.overridden_sorted()
-        for a, b in zip(edges, edges[1:]):
-            self._copy_run(src[a:b], dst[a:b], own, agent)
+        stores: list[TaggedRange | tuple[int, ContentTag | np.ndarray]] = []
+        first = np.array(edges[:-1], dtype=np.int64)
+        last = np.array(edges[1:], dtype=np.int64) - 1
+        for ends in zip(src[first].tolist(), src[last].tolist(), dst[first].tolist(), dst[last].tolist()):
+            self._copy_run(*ends, own, stores)
+        # no source is a later destination, so every source is read before any store: the
+        # stores can be made together (observers hear of each, in copy order)
+        self.put_ranges(stores, agent)
 
-    def _copy_run(self, src: np.ndarray, dst: np.ndarray, own: list[int], agent: str) -> None:
-        """One run of consecutive sources to consecutive destinations: each stretch of it that
-        one range describes (and no frame of its own interrupts) is copied as one range, the
-        rest page by page."""
-        if len(src) == 1:
-            self.copy_page(int(src[0]), int(dst[0]), agent)
+    def _copy_run(self, s0: int, s1: int, d0: int, d1: int, own: list[int], stores: list) -> None:
+        """One run of consecutive sources (``s0`` to ``s1``, by +1 or -1) to consecutive
+        destinations (``d0`` to ``d1``): each stretch of it that one range describes (and no
+        frame of its own interrupts) is copied as one range, the rest page by page.  The stores
+        are appended to ``stores``."""
+        if s0 == s1:
+            stores.append((d0, self.content(s0)))
             return
-        sstep = 1 if src[-1] > src[0] else -1
-        dstep = 1 if dst[-1] > dst[0] else -1
-        s0, d0 = int(src[0]), int(dst[0])
+        sstep = 1 if s1 > s0 else -1
+        dstep = 1 if d1 > d0 else -1
         to_dst = lambda pfn: d0 + dstep * sstep * (pfn - s0)  # noqa: E731
-        lo, hi = int(src.min()), int(src.max())
+        lo, hi = min(s0, s1), max(s0, s1)
         pieces: list[tuple[int, int, TaggedRange | None]] = []  # [a, b] source stretches
         cur = lo
         while cur <= hi:
@@ -398,21 +472,19 @@ class PhysicalMemory:
         for a, b, r in pieces:
             if r is None or a == b:
                 for pfn in (range(a, b + 1) if sstep > 0 else range(b, a - 1, -1)):
-                    self.copy_page(pfn, to_dst(pfn), agent)
+                    stores.append((to_dst(pfn), self.content(pfn)))
                 continue
             da, db = to_dst(a), to_dst(b)
             low_src = a if da < db else b  # the source of the lowest destination
-            self.put_range(TaggedRange(min(da, db), b - a + 1, r.kind, r.seed, r.index_of(low_src),
-                                       r.step * sstep * dstep), agent)
+            stores.append(TaggedRange(min(da, db), b - a + 1, r.kind, r.seed, r.index_of(low_src),
+                                      r.step * sstep * dstep))
 
     def ranges(self) -> Iterable[TaggedRange]:
         return tuple(self._ranges)
 
     def overridden_sorted(self) -> list[int]:
-        """``overridden()`` as a sorted list, cached until it may have changed."""
-        if self._own_sorted[0] != self._own_changes:
-            self._own_sorted = (self._own_changes, sorted(self.overridden()))
-        return self._own_sorted[1]
+        """``overridden()`` as a sorted list (a copy: later stores do not change it)."""
+        return list(self._own)
 
     def overridden(self) -> set[int]:
         """Frames with per-frame content (materialized or tagged one by one)."""
@@ -436,12 +508,13 @@ def stride_runs(src: np.ndarray, dst: np.ndarray) -> list[int]:
     if n < 2:
         return [0, n]
     ds, dd = np.diff(src), np.diff(dst)
-    linked = (np.abs(ds) == 1) & (np.abs(dd) == 1)
-    key = np.where(linked, ds * 3 + dd, 99)
+    linked = ds * ds + dd * dd == 2  # both steps +1 or -1 (whole numbers)
+    key = ds * 3 + dd
+    key[~linked] = 99
     changed = np.flatnonzero(~linked | (key != np.r_[key[:1], key[:-1]]))
     edges = [0]
-    for k in changed.tolist():
-        if not linked[k]:
+    for k, ok in zip(changed.tolist(), linked[changed].tolist()):
+        if not ok:
             if k + 1 > edges[-1]:
                 edges.append(k + 1)
         elif k > edges[-1] and linked[k - 1] and key[k] != key[k - 1]:

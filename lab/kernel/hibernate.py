@@ -134,7 +134,7 @@ class SafePages:
         self._order = order
         self._unsafe = unsafe  # bitmap: image frames
         self._buf: list[int] = []
-        self.taken: list[int] = taken.tolist()  # every safe page handed out, the pbe ones first
+        self.taken = Taken(taken)  # every safe page handed out, the pbe ones first
 
     def get(self) -> int:
         while not self._buf:
@@ -145,6 +145,42 @@ class SafePages:
         pfn = self._buf.pop()
         self.taken.append(pfn)
         return pfn
+
+
+class Taken(Sequence):
+    """The safe pages handed out, in order: the load's (one array, never turned into a list of
+    hundreds of thousands of ints) and then each ``get()``'s."""
+
+    def __init__(self, first: np.ndarray) -> None:
+        self._first = first
+        self._more: list[int] = []
+
+    def append(self, pfn: int) -> None:
+        self._more.append(pfn)
+
+    def __len__(self) -> int:
+        return len(self._first) + len(self._more)
+
+    def __getitem__(self, k):  # noqa: ANN001, ANN204
+        if isinstance(k, slice):
+            return np.asarray(self)[k].tolist()
+        n = len(self)
+        if k < 0:
+            k += n
+        if not 0 <= k < n:
+            raise IndexError("safe page index out of range")
+        return int(self._first[k]) if k < len(self._first) else self._more[k - len(self._first)]
+
+    def __iter__(self):  # noqa: ANN204
+        yield from self._first.tolist()
+        yield from self._more
+
+    def __array__(self, dtype=None, copy=None):  # noqa: ANN001, ANN204
+        arr = np.concatenate([np.asarray(self._first, dtype=np.int64), np.asarray(self._more, dtype=np.int64)])
+        return arr if dtype is None else arr.astype(dtype)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, (Sequence, np.ndarray)) and len(other) == len(self) and list(self) == list(other)
 
 
 @dataclass
@@ -223,9 +259,10 @@ def load_image(memory: PhysicalMemory, image: Image, restore: Layout) -> Loaded:
     n_chain = -(-n // PBES_PER_LINKED_PAGE)
     unsafe_hit, chain = _take(order, n_chain, is_image, True, leftover)
     direct_hit, safe_list = _take(order, n - len(unsafe_hit), is_image, False, leftover)
-    direct = np.sort(np.concatenate([unsafe_hit, direct_hit]))
-    is_direct = np.zeros(memory.nr_frames, dtype=bool)
-    is_direct[direct] = True
+    is_direct = np.zeros(memory.nr_frames, dtype=bool)  # each frame is allocated once: a bitmap sorts them
+    is_direct[unsafe_hit] = True
+    is_direct[direct_hit] = True
+    direct = np.flatnonzero(is_direct).astype(np.int64, copy=False)
     pbe_orig_asc = image_pfns[~is_direct[image_pfns]]
     del is_direct
     k = len(pbe_orig_asc)
@@ -236,9 +273,12 @@ def load_image(memory: PhysicalMemory, image: Image, restore: Layout) -> Loaded:
     _fill_direct(memory, image, direct)
     _fill_safe(memory, image, pbe_orig_asc, safe_for_asc)
     pblist = Pblist(safe_for_asc[::-1].copy(), pbe_orig_asc[::-1].copy())
-    taken = np.concatenate([safe_list, chain])
-    for s, e in _runs(np.sort(taken)):
+    is_taken = np.zeros(memory.nr_frames, dtype=bool)
+    is_taken[safe_list] = True
+    is_taken[chain] = True
+    for s, e in _runs(np.flatnonzero(is_taken).astype(np.int64, copy=False)):
         restore.memblock.reserve(s, e - s)
+    del is_taken
     for pfn in chain.tolist():
         restore.roles[pfn] = "pbe chain page (safe page)"
     # the allocator hands each frame out once, so what is left of its order holds none of the
@@ -283,27 +323,40 @@ def _fill_direct(memory: PhysicalMemory, image: Image, direct: np.ndarray) -> No
 
 def _fill_safe(memory: PhysicalMemory, image: Image, orig_asc: np.ndarray, safe: np.ndarray) -> None:
     """Image pages loaded into safe pages: runs of consecutive image frames that landed in
-    consecutive safe pages become one range each."""
-    if len(orig_asc) == 0:
+    consecutive safe pages become one range each (all stored at once: ``put_ranges``)."""
+    n = len(orig_asc)
+    if n == 0:
         return
+    # the piece each frame falls in (the last piece starting at or before it): orig_asc is
+    # sorted, so count the piece starts at or before each frame
     starts = np.array([p.start_pfn for p in image.pieces], dtype=np.int64)
-    piece_of = np.searchsorted(starts, orig_asc, side="right") - 1
-    keys = np.array(sorted(image.pages), dtype=np.int64)
-    single = _sorted_member(keys, orig_asc) if len(keys) else np.zeros(len(orig_asc), bool)
+    first = np.bincount(np.searchsorted(orig_asc, starts, side="left"), minlength=n + 1)[:n]
+    piece_of = np.cumsum(first) - 1
+    single = np.zeros(n, dtype=bool)  # frames the image holds one by one (few)
+    if image.pages:
+        keys = np.array(sorted(image.pages), dtype=np.int64)
+        at = np.searchsorted(orig_asc, keys)
+        hit = at < n
+        hit[hit] = orig_asc[at[hit]] == keys[hit]
+        single[at[hit]] = True
     cut = np.flatnonzero((piece_of[1:] != piece_of[:-1]) | single[1:] | single[:-1]) + 1
     edges = sorted(set(stride_runs(orig_asc, safe)) | set(cut.tolist()))
-    for a, b in zip(edges, edges[1:]):
-        if single[a]:
-            for o, s in zip(orig_asc[a:b].tolist(), safe[a:b].tolist()):
-                memory.write_page(s, image.pages[o], "loader")
+    stores: list = []
+    pieces = image.pieces
+    ea = np.array(edges[:-1], dtype=np.int64)
+    eb = np.array(edges[1:], dtype=np.int64)
+    rows = zip(ea.tolist(), eb.tolist(), single[ea].tolist(), piece_of[ea].tolist(), safe[ea].tolist(),
+               safe[eb - 1].tolist(), orig_asc[ea].tolist(), orig_asc[eb - 1].tolist())
+    for a, b, one_by_one, k, safe_a, safe_last, orig_a, orig_last in rows:
+        if one_by_one:
+            stores += [(s, image.pages[o]) for o, s in zip(orig_asc[a:b].tolist(), safe[a:b].tolist())]
             continue
-        piece = image.pieces[int(piece_of[a])]
-        if b - a == 1 or safe[a] > safe[b - 1]:  # descending safe pages: the usual case
-            memory.put_range(TaggedRange(int(safe[b - 1]), b - a, piece.kind, piece.seed,
-                                         piece.index_of(int(orig_asc[b - 1])), -piece.step), "loader")
+        piece = pieces[k]
+        if b - a == 1 or safe_a > safe_last:  # descending safe pages: the usual case
+            stores.append(TaggedRange(safe_last, b - a, piece.kind, piece.seed, piece.index_of(orig_last), -piece.step))
         else:
-            memory.put_range(TaggedRange(int(safe[a]), b - a, piece.kind, piece.seed,
-                                         piece.index_of(int(orig_asc[a])), piece.step), "loader")
+            stores.append(TaggedRange(safe_a, b - a, piece.kind, piece.seed, piece.index_of(orig_a), piece.step))
+    memory.put_ranges(stores, "loader")
 
 
 def verify(memory: PhysicalMemory, image: Image) -> list[int]:

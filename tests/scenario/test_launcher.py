@@ -7,6 +7,7 @@ conditions with deadlines, never on sleeps, and kills the launcher's process gro
 """
 from __future__ import annotations
 
+import http.cookiejar
 import http.server
 import importlib.util
 import os
@@ -116,6 +117,17 @@ def test_hostile_config_cannot_switch_off_auth(tmp_path: Path) -> None:
                                                       "Host": "attacker.example"}) == 403
         # the token URL works, and so does the API with the token
         assert status("GET", url.group(1)) == 200
+        # logged in by cookie, a POST without the XSRF token: refused (disable_check_xsrf stays off)
+        jar = http.cookiejar.CookieJar()
+        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        browser.open(url.group(1), timeout=10).read()
+        assert any(c.name.startswith("username-") for c in jar), list(jar)
+        post = urllib.request.Request(f"{base}/api/kernels", data=b"{}", method="POST",
+                                      headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            browser.open(post, timeout=10)
+        assert refused.value.code == 403
+        assert "xsrf" in refused.value.read().decode(errors="replace").lower()  # refused for XSRF, not auth
         assert status("GET", f"{base}/api/contents", {"Authorization": f"token {token}"}) == 200
         # nothing else listens on the port from other addresses
         assert launcher.listening_addresses(proc.pid) <= {"127.0.0.1"}

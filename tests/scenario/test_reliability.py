@@ -89,13 +89,13 @@ def test_ctrl_c_in_a_parallel_sweep_exits_130_with_one_line() -> None:
     line and 130 (the workers leave it to the parent). The sweep sends it once work is queued."""
     code = ("import os, signal, sys\n"
             "from lab import campaign, cli\n"
-            "real = campaign.sweep\n"
-            "def sweep(base, fixes, seeds, executor=None, progress=None):\n"
+            "real = campaign.run_campaign\n"
+            "def run_campaign(base, fixes, seeds, executor=None, progress=None, **kw):\n"
             "    futures = [executor.submit(os.getpid) for _ in range(4)]\n"
             "    [f.result() for f in futures]\n"
             "    os.killpg(0, signal.SIGINT)\n"
-            "    return real(base, fixes, seeds, executor)\n"
-            "campaign.sweep = sweep\n"
+            "    return real(base, fixes, seeds, executor, progress, **kw)\n"
+            "campaign.run_campaign = run_campaign\n"
             "sys.exit(cli.main(['sweep', '--preset', 'workshop', '--seeds', '0-63', '--jobs', '2']))\n")
     p = proc([sys.executable, "-c", code], start_new_session=True)
     assert one_line_error(p, 130, "interrupted") == "python -m lab: interrupted (Ctrl-C)"
@@ -347,3 +347,8 @@ def test_every_single_byte_change_is_detected(data, good_trace: Path, tmp_path: 
     p = in_process(["replay", str(path)], capsys)
     assert p.returncode == 2, (i, byte, p.stdout, p.stderr)
     assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
+    line = p.stderr.strip()
+    assert "fuzzed.json" in line, line  # the message names the file
+    if "damaged or edited:" in line:  # ... and the part that changed
+        named = line.split("damaged or edited:", 1)[1]
+        assert any(part in named for part in trace.PARTS) or "digests do not match" in named, line
