@@ -531,7 +531,8 @@ def explore(config: Config, fix: str | None = None, bounds: Bounds | Sequence[st
     tick: Progress | None = None
     if progress is True:
         from tqdm import tqdm
-        bar = tqdm(total=0, unit="schedule", desc=f"explore {config.fix}", leave=False)
+        # as the campaigns' bars: after a second, and only on a terminal (silent in CI)
+        bar = tqdm(total=0, unit="schedule", desc=f"explore {config.fix}", leave=False, delay=1.0, disable=None)
 
         def tick(done: int, total: int) -> None:  # noqa: F811
             bar.total = total

@@ -77,6 +77,31 @@ def test_outcomes_are_the_documented_ones(done: Resume) -> None:
     assert set(OUTCOMES) == {"resumed", "panic", "triple_fault", "shutdown", "corrupted", "timeout", "unfinished"}
 
 
+def test_the_image_kernels_own_stores_after_taking_over_are_not_corruption(running: Resume) -> None:
+    """Once the image kernel runs, CPU 0 (and each AP it brought online) writes memory as any
+    kernel does; a CPU the image kernel has not brought up yet is still in the restore kernel's
+    code, and what it writes to an image frame is corruption."""
+    mine, stale = a_single_frame(running), a_piece_frame(running)
+    assert 0 in running.image_kernel.online and 2 not in running.image_kernel.online
+    mem = running.machine.memory
+    mem.write_u64(mine * PAGE_SIZE + 0x40, mem.read_u64(mine * PAGE_SIZE + 0x40) ^ 1, "cpu0")
+    mem.write_u64(stale * PAGE_SIZE + 0x40, mem.read_u64(stale * PAGE_SIZE + 0x40) ^ 1, "cpu2")
+    finish(running)
+    assert running.outcome == "corrupted" and running.mismatched_frames() == [stale]
+
+
+def test_an_nmi_after_the_cpu_is_back_in_the_image_kernel_is_harmless() -> None:
+    """The image kernel's NMI handler pushes its frame on the image kernel's stack: normal work."""
+    probe = Resume(preset="workshop", fix="trampoline-idt")
+    probe.run(until="cpu_online")
+    while 1 not in probe.image_kernel.online:
+        probe.run(until="cpu_online")
+    r = Resume(preset="workshop", fix="trampoline-idt", inject=(("nmi", 1, probe.now + 1000),))
+    r.run()
+    assert any(e.kind == "exception" and e.cpu == 1 and e.data["vector"] == "NMI" for e in r.events)
+    assert r.outcome == "resumed"
+
+
 @pytest.mark.parametrize("which", [a_piece_frame, a_single_frame], ids=["tagged-run frame", "single frame"])
 def test_a_changed_image_frame_is_corrupted(running: Resume, which) -> None:
     pfn = which(running)
