@@ -65,10 +65,10 @@ def setup(force: bool = True) -> bool:
     from bokeh.io import output_notebook
     from bokeh.resources import INLINE
 
-    from IPython.display import Javascript, display
+    from bokeh.io import notebook as bokeh_notebook
 
     output_notebook(INLINE, hide_banner=True)
-    display(Javascript(NO_ECHO_JS))
+    bokeh_notebook.publish_display_data({"application/javascript": NO_ECHO_JS})
     _bokeh_loaded = True
     return True
 

@@ -12,7 +12,9 @@ from lab.hw.paging import walk
 from lab.scenario import Resume
 from widgets import memory_map, timeline
 from widgets._common import STATE_STYLES
+from widgets.exercise import Exercise
 from widgets.history import state_digest
+from widgets.matrix import MatrixView
 
 TARGET = "sleeping CPU's table overwritten"
 
@@ -219,6 +221,13 @@ def test_bad_breakpoints_show_an_error(workshop_lab: widgets.ResumeLab) -> None:
     (lambda: widgets.WalkView(Resume(preset="workshop"), cpu=99), "cpu"),
     (lambda: widgets.CpuCards("not a resume"), "Resume"),
     (lambda: widgets.Stepper(factory=3), "factory"),
+    (lambda: widgets.Stepper(Resume(preset="workshop"), background="yes"), "background"),
+    (lambda: widgets.CpuCards(Resume(preset="workshop"), selected=99), "selected"),
+    (lambda: widgets.MemoryMapView(Resume(preset="workshop"), on_select=3), "on_select"),
+    (lambda: widgets.TimelineView(Resume(preset="workshop"), progress_inline="no"), "progress_inline"),
+    (lambda: Exercise("q?", answer=3), "answer"),
+    (lambda: Exercise("q?", answer=lambda: 1, seed=-1), "seed"),
+    (lambda: MatrixView("not a frame"), "df"),
 ])
 def test_constructors_check_their_arguments(make, match: str) -> None:  # noqa: ANN001
     with pytest.raises(ValueError, match=match):
