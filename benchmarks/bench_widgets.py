@@ -224,8 +224,10 @@ def bench_browser_step_vs_trivial_button():
                 "ok": True, "measured": False}
     d = json.loads(path.read_text(encoding="utf-8"))
     return {
-        # issue 10 asks for <= 1.2 and it is not met yet (about 2): the ratio and the target are
-        # reported in the table, and the gap is tracked on the issue, not as a failing bench
+        # issue 10 asks for <= 1.2: about 1.3-1.45 on the shared 2-core machine since the
+        # figure's changes leave as one message, BokehJS's echo is dropped and the spares are
+        # stepped in idle time (about 1.5-2.0 before); the rest is BokehJS repainting the
+        # timeline (axis and legend text measured on every paint).  Reported, not failed.
         "name": "browser: Step click to idle / trivial button (ratio; target 1.2 open, issue 10)",
         "median_us": d["median_step_ms"] * 1e3,
         "ok": True,
