@@ -132,6 +132,7 @@ def bench_step_back_report_2016():
 
     lab = widgets.ResumeLab(preset="report-2016", fix="mwait", seed=0)
     s = lab.stepper
+    s.replay.background = False  # wait() and follow() below are the kernel's idle time
     samples = []
     same = True
 
