@@ -132,7 +132,8 @@ def bench_step_back_report_2016():
 
     lab = widgets.ResumeLab(preset="report-2016", fix="mwait", seed=0)
     s = lab.stepper
-    s.replay.background = False  # wait() and follow() below are the kernel's idle time
+    # no event loop runs here: the spares are built only by wait() and stepped by follow()
+    # below, which stand for the kernel's idle time between two clicks
     samples = []
     same = True
 
