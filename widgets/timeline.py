@@ -14,13 +14,13 @@ from typing import Any
 import ipywidgets as ipw
 import numpy as np
 from bokeh.layouts import column
-from bokeh.models import ColumnDataSource, FixedTicker, HoverTool, Legend, LegendItem, Range1d, Span
+from bokeh.models import ColumnDataSource, FixedTicker, HoverTool, Range1d, Span
 from bokeh.plotting import figure
 
 from lab.scenario import Resume
 
 from ._bokeh import BokehPane, batch
-from ._common import OKABE_ITO, STATE_STYLES, MessageBox, check_int, guarded, state_color, state_hatch, state_label
+from ._common import OKABE_ITO, STATE_STYLES, MessageBox, legend_html, check_int, guarded, state_color, state_hatch, state_label
 
 PROGRESS_EVERY = 64  # pages between two points of the progress line
 ZOOMS = ("wake to fault", "whole run")
@@ -92,18 +92,13 @@ class TimelineView(ipw.VBox):
         lanes.add_tools(HoverTool(renderers=[r_lanes], tooltips=[("cpu", "@cpu"), ("state", "@label"),
                                                                   ("from", "@start ms"), ("to", "@end ms")]))
         lanes.add_tools(HoverTool(renderers=[r_wakes, r_faults, r_over], tooltips=[("", "@text")]))
-        items = []
-        for label, (color, hatch, _short) in STATE_STYLES.items():
-            if label == "mwait":
-                continue
-            g = lanes.quad(left=[0], right=[0], bottom=[0], top=[0], fill_color=color, hatch_pattern=hatch,
-                           hatch_color="#000000", hatch_alpha=0.55, hatch_scale=8, line_color="#000000", visible=False)
-            items.append(LegendItem(label=label, renderers=[g]))
-        items += [LegendItem(label="wake-up", renderers=[r_wakes]), LegendItem(label="table overwritten", renderers=[r_over]),
-                  LegendItem(label="fault", renderers=[r_faults])]
-        self.legend = Legend(items=items, location="top_left", label_text_font_size="8pt", label_height=10,
-                             glyph_width=14, glyph_height=10, spacing=0, padding=2, margin=2, ncols=2)
-        lanes.add_layout(self.legend, "right")
+        # the legend is HTML next to the zoom buttons, drawn once: in the canvas, BokehJS measured
+        # its twelve labels again on every repaint, i.e. on every Step (widgets._common.legend_html)
+        self.legend = ipw.HTML(legend_html(
+            [(label, color, hatch) for label, (color, hatch, _short) in STATE_STYLES.items() if label != "mwait"],
+            [("wake-up", "\u25B2", OKABE_ITO["yellow"]), ("table overwritten", "\u25C6", OKABE_ITO["orange"]),
+             ("fault", "\u2716", OKABE_ITO["vermillion"])]))
+        self.legend.add_class("lab-legend")
         prog = figure(height=150, tools="", toolbar_location=None, x_range=Range1d(0, 1),
                       title="the copy: pages written back to their frames", x_axis_label="t (ms)",
                       y_axis_label="pages", y_range=Range1d(0, 1), **size)
@@ -124,7 +119,8 @@ class TimelineView(ipw.VBox):
         stretch = "stretch_width" if width is None else None
         self.progress_bokeh = BokehPane(column(prog, sizing_mode=stretch), layout=ipw.Layout(width="100%"))
         self.bokeh = BokehPane(column(lanes, sizing_mode=stretch), layout=ipw.Layout(width="100%"))
-        parts = [self.zoom, self.bokeh] + ([self.progress_bokeh] if progress_inline else []) + [self.message]
+        parts = [ipw.HBox([self.zoom, self.legend], layout=ipw.Layout(flex_flow="row wrap", align_items="center")),
+                 self.bokeh] + ([self.progress_bokeh] if progress_inline else []) + [self.message]
         super().__init__(parts, layout=ipw.Layout(width="100%"))
         self.add_class("lab-timeline")
 

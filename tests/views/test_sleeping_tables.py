@@ -243,8 +243,10 @@ def test_readable_without_colour(stopped: widgets.ResumeLab) -> None:
     assert len({h for _, h in pairs if h.strip()}) >= 8, "memory-map categories carry patterns"
     lanes = stopped.timeline.lanes.data
     assert all(STATE_STYLES.get(label, ("", "?"))[1] == h for label, h in zip(lanes["label"], lanes["hatch"]))
-    legend = [item.label["value"] for item in stopped.timeline.legend.items]
-    assert {"wake-up", "table overwritten", "fault", "running", "mwait C6", "hlt"} <= set(legend)
+    legend = stopped.timeline.legend.value
+    assert all(f"</span>{name}</span>" in legend for name in ("wake-up", "table overwritten", "fault", "running",
+                                                             "mwait C6", "hlt"))
+    assert legend.count("repeating-linear-gradient") >= 3 and "radial-gradient" in legend, "legend swatches carry patterns"
     cells = stopped.memmap.cells.data
     assert [memory_map.DISPLAY_STYLES[label][1] for label in cells["label"]] == list(cells["hatch"])
     assert stopped.memmap.figure.yaxis[0].major_label_overrides, "the memory map has a frame axis"
