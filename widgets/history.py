@@ -67,7 +67,7 @@ class Replay:
     loop, after the action's reply (so a click in between is served first), and the spares
     are stepped along in the same idle time; outside a kernel ``wait`` builds them, or the next
     ``take`` makes a fresh run.  "Go to step N" takes the spare nearest below N (a fresh run
-    when there is none).  Memory: a report-2016 run is a few MB (``benchmarks``: the step-back
+    when there is none).  Memory: a report-2016 run is about 14 MB (``benchmarks``: the step-back
     row reports it), so the spares cost ``spares`` times that.  Everything runs in one thread:
     stepping two runs in two threads at once made one of them diverge (some state of the model
     is shared)."""
