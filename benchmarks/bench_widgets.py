@@ -119,36 +119,67 @@ TARGET_BROWSER_RATIO = 1.2
 
 
 def bench_step_back_report_2016():
-    """Step back on report-2016 (widgets.history: the spare run, caught up one step behind as
-    it is after a few clicks, becomes the live run; plus the views' redraw), at the stop on a
-    sleeping CPU's table and near the fault: <= 0.5 s median."""
+    """Consecutive step backs on report-2016 (widgets.history: the spare runs kept one step
+    apart behind the live run are the checkpoints; one becomes the live run, plus the views'
+    redraw), at the stop on a sleeping CPU's table and from the end of the run, with the idle
+    time a kernel has between two clicks (the spares topped up and stepped along: ``wait`` and
+    ``follow``): <= 0.5 s median.  Also reported: clicks with no idle time in between (the
+    spares run out after SPARES clicks: a build and a replay each) and the spares' memory."""
+    import tracemalloc
+
     import widgets
-    from widgets.history import state_digest
+    from widgets.history import SPARES, state_digest
 
     lab = widgets.ResumeLab(preset="report-2016", fix="mwait", seed=0)
     s = lab.stepper
+    # no event loop runs here: the spares are built only by wait() and stepped by follow()
+    # below, which stand for the kernel's idle time between two clicks
     samples = []
     same = True
-    for target in ("sleeping CPU's table overwritten", "wake-up"):
+
+    def idle() -> None:
+        s.replay.wait()
+        s.replay.follow(lab.resume.steps, budget_s=30.0)
+
+    for target in ("sleeping CPU's table overwritten", "fault"):
         s.step_to(target)
-        for _ in range(3):
+        while not lab.resume.finished and target == "fault":
             s.step()
+        for _ in range(4):
+            idle()
             want = lab.resume.steps - 1
-            s.replay.wait()  # the spare is built in the background and stepped along between clicks
-            s.replay.follow(lab.resume.steps, budget_s=30.0)
             t0 = time.perf_counter()
             s.back_button.click()
             samples.append((time.perf_counter() - t0) * 1e6)
             same = same and lab.resume.steps == want
-    s.replay.wait()
-    ok = same and lab.check() == [] and bool(state_digest(lab.resume))
+    idle()
+    at = lab.resume.steps
+    digest = state_digest(lab.resume)
+    rapid = []
+    for _ in range(SPARES + 2):  # no idle time between the clicks
+        t0 = time.perf_counter()
+        s.back_button.click()
+        rapid.append((time.perf_counter() - t0) * 1e6)
+    s.go_to(at)
+    same = same and state_digest(lab.resume) == digest
+    gc.collect()
+    tracemalloc.start()
+    spare = s.replay.factory()
+    while spare.steps < at and not spare.finished:
+        spare.step()
+    mem = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    ok = same and lab.check() == []
     return {
-        "name": "widgets: Step back (report-2016, replay + views)",
+        "name": "widgets: Step back, consecutive (report-2016, checkpoint runs + views)",
         "median_us": statistics.median(samples),
         "target_us": TARGET_STEP_BACK_US,
         "ok": ok,
-        "max_us": max(samples),
-        "at_steps": lab.resume.steps,
+        "max_us": round(max(samples)),
+        "no_idle_median_us": round(statistics.median(rapid)),
+        "no_idle_max_us": round(max(rapid)),
+        "spares": SPARES,
+        "spare_mb": round(mem / 1e6, 1),
     }
 
 
@@ -195,8 +226,10 @@ def bench_browser_step_vs_trivial_button():
                 "ok": True, "measured": False}
     d = json.loads(path.read_text(encoding="utf-8"))
     return {
-        # issue 10 asks for <= 1.2 and it is not met yet (about 2): the ratio and the target are
-        # reported in the table, and the gap is tracked on the issue, not as a failing bench
+        # issue 10 asks for <= 1.2: about 1.3-1.45 on the shared 2-core machine since the
+        # figure's changes leave as one message, BokehJS's echo is dropped and the spares are
+        # stepped in idle time (about 1.5-2.0 before); the rest is BokehJS repainting the
+        # timeline (axis and legend text measured on every paint).  Reported, not failed.
         "name": "browser: Step click to idle / trivial button (ratio; target 1.2 open, issue 10)",
         "median_us": d["median_step_ms"] * 1e3,
         "ok": True,

@@ -20,6 +20,8 @@ import traceback
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+# this checkout's lab/ and widgets/ first (an editable install may point at another checkout)
+sys.path.insert(0, str(HERE.parent))
 
 
 def discover(pattern: str | None):

@@ -45,6 +45,10 @@ CSS = """
 .lab-walk tr.lab-walk-unreached td { color: #666; }
 .lab-walk tr.lab-changed td { border-top: 2px dashed #D55E00; border-bottom: 2px dashed #D55E00; }
 .lab-error { color: #b71c1c; font-weight: bold; }
+.lab-legend-item { display: inline-block; margin: 0 8px 0 0; font-size: 11px; white-space: nowrap; }
+.lab-swatch { display: inline-block; width: 16px; height: 10px; border: 1px solid #000; margin-right: 3px;
+  vertical-align: middle; }
+.lab-marker { display: inline-block; margin-right: 2px; font-size: 13px; -webkit-text-stroke: 0.6px #000; }
 .lab-note { color: #444; font-size: 11px; }
 .lab-events pre { max-height: 14em; overflow-y: auto; }
 .lab-listing { max-height: 9em; overflow-y: auto; }
@@ -150,6 +154,34 @@ STATE_STYLES = {"running": (_O["bluish green"], " ", "run"), "waking": (_O["yell
                 "hlt": (_O["grey"], "x", "hlt"), "wait-for-SIPI": (_O["reddish purple"], "\\", "SIPI"),
                 "off": (_O["black"], " ", "off")}
 STATE_COLORS = {k: v[0] for k, v in STATE_STYLES.items()}
+
+
+#: a Bokeh hatch pattern drawn in CSS, for the HTML legends (the same marks at a legend's size)
+_CSS_HATCH = {
+    "/": "repeating-linear-gradient(135deg, #000 0 1px, transparent 1px 4px)",
+    "\\": "repeating-linear-gradient(45deg, #000 0 1px, transparent 1px 4px)",
+    "x": "repeating-linear-gradient(45deg, #000 0 1px, transparent 1px 4px), "
+         "repeating-linear-gradient(135deg, #000 0 1px, transparent 1px 4px)",
+    ".": "radial-gradient(circle, #000 0.8px, transparent 1.2px) 0 0 / 4px 4px",
+    "o": "radial-gradient(circle, transparent 1px, #000 1.3px, transparent 1.9px) 0 0 / 5px 5px",
+    "-": "repeating-linear-gradient(0deg, #000 0 1px, transparent 1px 4px)",
+    "|": "repeating-linear-gradient(90deg, #000 0 1px, transparent 1px 4px)",
+}
+
+
+def legend_html(swatches: list[tuple[str, str, str]], markers: list[tuple[str, str, str]] = ()) -> str:
+    """A legend in HTML: (name, colour, Bokeh hatch pattern) swatches, then (name, character,
+    colour) markers; every entry is named in text, so it reads in grayscale."""
+    out = []
+    for name, color, hatch in swatches:
+        pattern = _CSS_HATCH.get(hatch.strip(), "")
+        bg = f"{pattern}, {color}" if pattern else color
+        out.append(f'<span class="lab-legend-item"><span class="lab-swatch" style="background:{bg}"></span>'
+                   f"{html.escape(name)}</span>")
+    for name, char, color in markers:
+        out.append(f'<span class="lab-legend-item"><span class="lab-marker" style="color:{color}">{char}</span>'
+                   f"{html.escape(name)}</span>")
+    return "".join(out)
 
 
 def state_color(label: str) -> str:

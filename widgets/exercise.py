@@ -139,6 +139,12 @@ class Exercise(ipw.VBox):
                  seed: int | None = None, title: str = "Exercise", placeholder: str = "") -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown exercise kind {kind!r}; allowed: {', '.join(KINDS)}")
+        if not (isinstance(question, str) or callable(question)):
+            raise ValueError(f"question must be text or a callable that returns text, got {question!r}")
+        if not callable(answer):
+            raise ValueError(f"answer must be a callable that returns the model's answer, got {answer!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= 10**6):
+            raise ValueError(f"seed must be a whole number from 0 to 1000000 (or None), got {seed!r}")
         if kind == "choice" and not choices:
             raise ValueError("a choice exercise needs choices")
         if kind == "code" and not cases:

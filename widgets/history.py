@@ -1,13 +1,13 @@
 """Time travel and breakpoints for the stepper.
 
-Going back is **replay**: a run is deterministic (one seeded generator, lab.trace), so the run
-at step N is a fresh run of the same configuration stepped N times.  A spare run is built when
-the kernel is idle (0.6 s on report-2016) and stepped along one step behind the live run after
-every action (at most FOLLOW_BUDGET_S an action: a Step pays one more model step), so a step
-back costs a step of the model plus the views' redraw; "go to step N" before the spare costs a
-fresh run stepped to N (about 0.3 ms a step: 0.4 s for the whole report-2016 run, plus the
-0.6 s build).  Checkpoints were measured and rejected: a deep copy of a Resume takes 1.3 s,
-longer than the replay it would save.
+Going back is **replay** from **checkpoints**: a run is deterministic (one seeded generator,
+lab.trace), so the run at step N is a run of the same configuration stepped to N.  A run cannot
+be copied (deepcopy and pickle fail: the CPUs' programs are generators), so the checkpoints
+are whole runs kept at a step: ``Replay`` keeps SPARES runs one step apart behind the live run
+(N-1, N-2, N-3), built and stepped along while the kernel is idle, so consecutive step backs
+each cost a step of the model plus the views' redraw, not a build (0.3-0.6 s on report-2016)
+and a replay; "go to step N" before every spare costs a fresh run stepped to N (about 0.3 ms a
+step, plus the build).  The memory cost is SPARES runs (benchmarks: the step-back row).
 
 ``state_digest(resume)`` is a SHA-256 over what the state is (clock, steps, CPUs, memory,
 events, watched frames): equal digests after "step back" and after stepping forward to the
@@ -50,69 +50,116 @@ def state_digest(r: "Resume") -> str:
     return h.hexdigest()
 
 
-#: the most an action spends stepping the spare run along (a Step costs one step of it)
+#: the most an action spends stepping the spare runs along (a Step costs one step of each)
 FOLLOW_BUDGET_S = 0.25
+#: spare runs kept, one step apart behind the live run (the "checkpoints" of a replay: a run
+#: cannot be copied, its CPUs' programs are generators, so a checkpoint is a run kept at a step)
+SPARES = 3
 
 
 class Replay:
     """Builds runs with ``factory`` and brings one to step N by stepping a fresh run.
 
-    A spare run is kept and stepped along behind the live run (``follow``, after every
-    action), so a step back costs a step or two and "go to step N" only the steps from the
-    spare's step to N (a fresh run when N is before it).  A used spare is rebuilt when the
-    kernel is idle (a callback on the running asyncio loop, after the action's reply), or, outside
-    a kernel, by ``wait`` or the next ``take``.  Everything runs in one thread: stepping two runs in two
-    threads at once made one of them diverge (some state of the model is shared)."""
+    Up to ``spares`` runs are kept behind the live run at N, stepped along to N-1, N-2, N-3
+    (``follow``), so consecutive step backs each take a spare that is already there: a step or
+    two and the views' redraw, not a build (0.3 to 0.6 s on report-2016) plus the replay.  A
+    used spare is rebuilt when the kernel is idle: one build per callback on the running asyncio
+    loop, after the action's reply (so a click in between is served first), and the spares
+    are stepped along in the same idle time; outside a kernel ``wait`` builds them, or the next
+    ``take`` makes a fresh run.  "Go to step N" takes the spare nearest below N (a fresh run
+    when there is none).  Memory: a report-2016 run is about 14 MB (``benchmarks``: the step-back
+    row reports it), so the spares cost ``spares`` times that.  Everything runs in one thread:
+    stepping two runs in two threads at once made one of them diverge (some state of the model
+    is shared)."""
 
-    def __init__(self, factory: Callable[[], "Resume"], background: bool = True) -> None:
+    def __init__(self, factory: Callable[[], "Resume"], background: bool = True, spares: int = SPARES) -> None:
         self.factory = factory
         self.background = background
-        self._spare: "Resume | None" = None
+        self.spares = spares
+        self._spares: list["Resume"] = []
         self._pending = False
+        self._target = 0  # the live run's step the spares follow
+
+    def _loop(self):  # noqa: ANN202
+        if not self.background:
+            return None
+        try:
+            return asyncio.get_running_loop()
+        except RuntimeError:  # no loop: built at the next action, or by wait()
+            return None
 
     def prepare(self) -> None:
-        """Have a spare run built: now, or (``background`` in a kernel) once idle."""
-        if self._spare is not None or self._pending:
+        """Have the missing spare runs built: now, or (``background`` in a kernel) one at a
+        time once idle."""
+        if self._pending or len(self._spares) >= self.spares:
             return
         self._pending = True
-        if self.background:
-            try:
-                asyncio.get_running_loop().call_soon(self.wait)
-            except RuntimeError:  # no loop: built at the next action
-                pass
+        loop = self._loop()
+        if loop is not None:
+            loop.call_soon(self._idle_build)
+        elif not self.background:
+            self.wait()
+
+    def _idle_build(self) -> None:
+        """One spare built (and all stepped along) in idle time; the next one in a later
+        callback."""
+        if not self._pending:
             return
-        self.wait()
+        self._pending = False
+        if len(self._spares) < self.spares:
+            self._spares.append(self.factory())
+        self._step_along(self._target, FOLLOW_BUDGET_S)
+        if len(self._spares) < self.spares:
+            self._pending = True
+            loop = self._loop()
+            if loop is not None:  # later, not at once: a click that came in meanwhile goes first
+                loop.call_later(0.05, self._idle_build)
 
     def wait(self) -> None:
-        """Build the spare run now if it is still to be built."""
-        if self._pending:
-            self._pending = False
-            self._spare = self.factory()
+        """Build now the spare runs still to be built."""
+        self._pending = False
+        while len(self._spares) < self.spares:
+            self._spares.append(self.factory())
 
     def follow(self, steps: int, budget_s: float = FOLLOW_BUDGET_S) -> None:
-        """The live run is at step ``steps``: step the spare towards ``steps - 1`` for at most
-        ``budget_s`` seconds (a lagging spare catches up over a few actions).  A spare still
-        to be built is left to the idle callback, ``wait`` or the next ``take``."""
-        r = self._spare
+        """The live run is at step ``steps``: step the spares towards ``steps - 1``,
+        ``steps - 2``, ... for at most ``budget_s`` seconds (in a kernel: in idle time, after
+        the reply)."""
+        self._target = steps
+        loop = self._loop()
+        if loop is not None:
+            loop.call_soon(self._step_along, steps, budget_s)
+        else:
+            self._step_along(steps, budget_s)
+
+    def _step_along(self, steps: int, budget_s: float) -> None:
+        if steps != self._target:
+            return  # an older request: a later action asked for another position
         deadline = time.perf_counter() + budget_s
-        while r is not None and r.steps < steps - 1 and not r.finished:
-            r.step()
-            if r.steps % 16 == 0 and time.perf_counter() > deadline:
-                break
+        self._spares.sort(key=lambda r: r.steps, reverse=True)
+        for i, r in enumerate(self._spares):
+            want = steps - 1 - i
+            while r.steps < want and not r.finished:
+                r.step()
+                if r.steps % 16 == 0 and time.perf_counter() > deadline:
+                    return
 
     def take(self, n: int = 0) -> "Resume":
-        """A run at step ``n`` or before: the spare if it is not past ``n``, else a fresh one."""
-        self.wait()
-        r = self._spare if self._spare is not None and self._spare.steps <= n else self.factory()
-        self._spare = None
+        """A run at step ``n`` or before: the spare nearest below ``n``, else a fresh one."""
+        fit = [r for r in self._spares if r.steps <= n]
+        if not fit:
+            return self.factory()
+        r = max(fit, key=lambda r: r.steps)
+        self._spares.remove(r)
         return r
 
     def at_step(self, n: int) -> "Resume":
-        """A run stepped to step ``n`` (or to its end, if it ends before); a new spare is
-        prepared."""
+        """A run stepped to step ``n`` (or to its end, if it ends before); the spares are
+        topped up."""
         r = self.take(n)
         while r.steps < n and not r.finished:
             r.step()
+        self._target = n
         self.prepare()
         return r
 

@@ -24,6 +24,30 @@ from .walk_view import WalkView
 
 _bokeh_loaded = False
 
+#: jupyter_bokeh 4.1's BokehView sends every change of its BokehJS document back to the kernel,
+#: the changes the kernel itself sent too (BokehJS marks those ``sync: false``, and the Bokeh
+#: server's client drops them; jupyter_bokeh does not): each Step's figure data came back, a
+#: second round trip and a deserialization in the kernel, and a late echo could put an older
+#: value back.  This drops the changes marked not to be synced, as the Bokeh server does; the
+#: learner's own changes (a tap, a zoom) still reach the kernel.
+NO_ECHO_JS = """
+(function labNoEcho(tries) {
+  const B = window.Bokeh;
+  if (B === undefined || typeof B.require !== "function") {
+    if (tries < 400) { setTimeout(() => labNoEcho(tries + 1), 50); }
+    return;
+  }
+  const proto = B.require("document").Document.prototype;
+  if (proto.__labNoEcho) { return; }
+  const trigger = proto._trigger_on_change;
+  proto._trigger_on_change = function (event) {
+    if (event.sync === false) { return; }
+    return trigger.call(this, event);
+  };
+  proto.__labNoEcho = true;
+})(0);
+"""
+
 
 def setup(force: bool = True) -> bool:
     """Load BokehJS into the notebook page, inline (no CDN: workshop rooms and CI are offline).
@@ -41,7 +65,10 @@ def setup(force: bool = True) -> bool:
     from bokeh.io import output_notebook
     from bokeh.resources import INLINE
 
+    from bokeh.io import notebook as bokeh_notebook
+
     output_notebook(INLINE, hide_banner=True)
+    bokeh_notebook.publish_display_data({"application/javascript": NO_ECHO_JS})
     _bokeh_loaded = True
     return True
 

@@ -21,7 +21,7 @@ from jupyter_bokeh import BokehModel
 from lab.compare import matrix
 from lab.scenario import OUTCOMES
 
-from ._common import MessageBox, guarded
+from ._common import MessageBox, check_int, guarded
 
 #: light to dark (0 % to 100 % failures): light cells take black text, dark ones white
 PALETTE = ("#fff5eb", "#fee6ce", "#fdd0a2", "#fdae6b", "#fd8d3c", "#f16913", "#d94801", "#a63603", "#7f2704")
@@ -99,6 +99,13 @@ class MatrixView(ipw.VBox):
     another result."""
 
     def __init__(self, df, width: int | None = None, cell_width: int = 104, cell_height: int = 44) -> None:  # noqa: ANN001
+        if width is not None:
+            check_int("width", width, 200, 4000)
+        check_int("cell_width", cell_width, 40, 400)
+        check_int("cell_height", cell_height, 20, 200)
+        if not hasattr(df, "columns") or "applies" not in df.columns:
+            raise ValueError(f"df must be the DataFrame of lab.compare.compare (with an 'applies' column), "
+                             f"got {type(df).__name__}")
         self.cells = ColumnDataSource(name="matrix-cells", data={k: [] for k in COLUMNS})
         self.message = MessageBox()
         self.df = df

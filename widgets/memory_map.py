@@ -14,11 +14,11 @@ import ipywidgets as ipw
 import numpy as np
 from bokeh.models import ColumnDataSource, FixedTicker, HoverTool, Legend, LegendItem, Range1d, TapTool
 from bokeh.plotting import figure
-from jupyter_bokeh import BokehModel
 
 from lab import memmap
 from lab.scenario import Resume
 
+from ._bokeh import BokehPane, batch
 from ._common import OKABE_ITO as _O
 from ._common import MessageBox, check_int, direct_va, guarded
 
@@ -113,11 +113,11 @@ class MemoryMapView(ipw.VBox):
         self.message = MessageBox()
         self._split: tuple[np.ndarray, np.ndarray] | None = None
         self.live = True  # False while hidden: update() only remembers the resume
-        self.bokeh: BokehModel | None = None
+        self.bokeh: BokehPane | None = None
         self.bind(resume)
         # after the first update: the widget's render bundle is what a new view draws, and
         # patches sent before any view exists are lost
-        self.bokeh = BokehModel(fig)
+        self.bokeh = BokehPane(fig)
         super().__init__([self.header, self.bokeh, self.info, self.message])
         self.add_class("lab-memmap")
 
@@ -142,6 +142,10 @@ class MemoryMapView(ipw.VBox):
 
     @guarded("message")
     def update(self, resume: Resume) -> None:
+        with batch(self.bokeh):  # one message to the browser (widgets._bokeh)
+            self._update(resume)
+
+    def _update(self, resume: Resume) -> None:
         self.resume = resume
         if not self.live and self.map is not None:
             return  # hidden (ResumeLab's tab): brought up to date when shown

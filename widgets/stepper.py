@@ -61,6 +61,8 @@ class Stepper(ipw.VBox):
                  background: bool = True, **kwargs: Any) -> None:
         if resume is not None and kwargs:
             raise ValueError(f"give a resume or Resume settings, not both (got {', '.join(kwargs)})")
+        if not isinstance(background, bool):
+            raise ValueError(f"background must be True or False, got {background!r}")
         if factory is not None and not callable(factory):
             raise ValueError(f"factory must be a callable that returns a Resume, got {factory!r}")
         if resume is None:

@@ -14,13 +14,13 @@ from typing import Any
 import ipywidgets as ipw
 import numpy as np
 from bokeh.layouts import column
-from bokeh.models import ColumnDataSource, FixedTicker, HoverTool, Legend, LegendItem, Range1d, Span
+from bokeh.models import ColumnDataSource, FixedTicker, HoverTool, Range1d, Span
 from bokeh.plotting import figure
-from jupyter_bokeh import BokehModel
 
 from lab.scenario import Resume
 
-from ._common import OKABE_ITO, STATE_STYLES, MessageBox, check_int, guarded, state_color, state_hatch, state_label
+from ._bokeh import BokehPane, batch
+from ._common import OKABE_ITO, STATE_STYLES, MessageBox, legend_html, check_int, guarded, state_color, state_hatch, state_label
 
 PROGRESS_EVERY = 64  # pages between two points of the progress line
 ZOOMS = ("wake to fault", "whole run")
@@ -65,8 +65,17 @@ class TimelineView(ipw.VBox):
                        x_range=Range1d(0, 1), y_range=Range1d(n - 0.5, -2.2), min_border_right=10, **size)
         lanes.ygrid.visible = False
         r_lanes = lanes.quad(left="left", right="right", bottom="bottom", top="top", fill_color="color",
-                             hatch_pattern="hatch", hatch_color="#000000", hatch_alpha=0.55, hatch_scale=8,
                              line_color="#000000", line_width=0.5, source=self.lanes)
+        # the hatch of each state is drawn over the lanes by a renderer of its own, with one
+        # pattern: a pattern per quad (a column of patterns) made BokehJS build a canvas for each
+        # quad, five times (its glyph variants), on every update: most of a Step's repaint
+        self.hatches: dict[str, ColumnDataSource] = {}
+        for label, (_color, hatch, _short) in STATE_STYLES.items():
+            if hatch.strip():
+                self.hatches[label] = src = ColumnDataSource(name=f"timeline-hatch-{label}",
+                                                             data=dict(left=[], right=[], bottom=[], top=[]))
+                lanes.quad(left="left", right="right", bottom="bottom", top="top", fill_color=None, line_color=None,
+                           hatch_pattern=hatch, hatch_color="#000000", hatch_alpha=0.55, hatch_scale=8, source=src)
         lanes.text(x="x", y="y", text="text", text_font_size="8pt", text_align="left", text_baseline="middle",
                    text_color="#000000", background_fill_color="#ffffff", background_fill_alpha=0.8,
                    source=self.lane_text)
@@ -83,18 +92,13 @@ class TimelineView(ipw.VBox):
         lanes.add_tools(HoverTool(renderers=[r_lanes], tooltips=[("cpu", "@cpu"), ("state", "@label"),
                                                                   ("from", "@start ms"), ("to", "@end ms")]))
         lanes.add_tools(HoverTool(renderers=[r_wakes, r_faults, r_over], tooltips=[("", "@text")]))
-        items = []
-        for label, (color, hatch, _short) in STATE_STYLES.items():
-            if label == "mwait":
-                continue
-            g = lanes.quad(left=[0], right=[0], bottom=[0], top=[0], fill_color=color, hatch_pattern=hatch,
-                           hatch_color="#000000", hatch_alpha=0.55, hatch_scale=8, line_color="#000000", visible=False)
-            items.append(LegendItem(label=label, renderers=[g]))
-        items += [LegendItem(label="wake-up", renderers=[r_wakes]), LegendItem(label="table overwritten", renderers=[r_over]),
-                  LegendItem(label="fault", renderers=[r_faults])]
-        self.legend = Legend(items=items, location="top_left", label_text_font_size="8pt", label_height=10,
-                             glyph_width=14, glyph_height=10, spacing=0, padding=2, margin=2, ncols=2)
-        lanes.add_layout(self.legend, "right")
+        # the legend is HTML next to the zoom buttons, drawn once: in the canvas, BokehJS measured
+        # its twelve labels again on every repaint, i.e. on every Step (widgets._common.legend_html)
+        self.legend = ipw.HTML(legend_html(
+            [(label, color, hatch) for label, (color, hatch, _short) in STATE_STYLES.items() if label != "mwait"],
+            [("wake-up", "\u25B2", OKABE_ITO["yellow"]), ("table overwritten", "\u25C6", OKABE_ITO["orange"]),
+             ("fault", "\u2716", OKABE_ITO["vermillion"])]))
+        self.legend.add_class("lab-legend")
         prog = figure(height=150, tools="", toolbar_location=None, x_range=Range1d(0, 1),
                       title="the copy: pages written back to their frames", x_axis_label="t (ms)",
                       y_axis_label="pages", y_range=Range1d(0, 1), **size)
@@ -106,16 +110,17 @@ class TimelineView(ipw.VBox):
         self.zoom = ipw.ToggleButtons(options=list(ZOOMS), value=zoom,
                                       tooltips=["the last wake-up to the fault after it, widened", "from t = 0 to now"],
                                       style={"button_width": "110px"})
-        self.zoom.observe(lambda _c: self._apply_zoom(force=True), names="value")
+        self.zoom.observe(lambda _c: self._zoom_changed(), names="value")
         self._range_key: tuple | None = None
         self.progress_live = True  # False: the progress figure is hidden; send_progress() when shown
         self.bind(resume)
         # after the first update: the widget's render bundle is what a new view draws, and
         # patches sent before any view exists are lost
         stretch = "stretch_width" if width is None else None
-        self.progress_bokeh = BokehModel(column(prog, sizing_mode=stretch), layout=ipw.Layout(width="100%"))
-        self.bokeh = BokehModel(column(lanes, sizing_mode=stretch), layout=ipw.Layout(width="100%"))
-        parts = [self.zoom, self.bokeh] + ([self.progress_bokeh] if progress_inline else []) + [self.message]
+        self.progress_bokeh = BokehPane(column(prog, sizing_mode=stretch), layout=ipw.Layout(width="100%"))
+        self.bokeh = BokehPane(column(lanes, sizing_mode=stretch), layout=ipw.Layout(width="100%"))
+        parts = [ipw.HBox([self.zoom, self.legend], layout=ipw.Layout(flex_flow="row wrap", align_items="center")),
+                 self.bokeh] + ([self.progress_bokeh] if progress_inline else []) + [self.message]
         super().__init__(parts, layout=ipw.Layout(width="100%"))
         self.add_class("lab-timeline")
 
@@ -219,6 +224,11 @@ class TimelineView(ipw.VBox):
 
     @guarded("message")
     def update(self, resume: Resume) -> None:
+        # one message to the browser for all of the step's changes (one repaint): widgets._bokeh
+        with batch(getattr(self, "bokeh", None), getattr(self, "progress_bokeh", None)):
+            self._update(resume)
+
+    def _update(self, resume: Resume) -> None:
         self.resume = resume
         self._ingest(resume)
         now = resume.now
@@ -253,6 +263,9 @@ class TimelineView(ipw.VBox):
                     text["y"].append(c)
                     text["text"].append(label)
         send(self.lanes, rows)
+        for label, src in self.hatches.items():
+            pick = [i for i, lab in enumerate(rows["label"]) if lab == label]
+            send(src, {k: [rows[k][i] for i in pick] for k in ("left", "right", "bottom", "top")})
         send(self.lane_text, text)
         for src, items in ((self.wakes, self._wakes), (self.faults, self._faults), (self.overwrites, self._overwrites)):
             send(src, dict(x=[t / 1e6 for t, _, _ in items], y=[c for _, c, _ in items], text=[s for _, _, s in items]))
@@ -267,8 +280,9 @@ class TimelineView(ipw.VBox):
     def send_progress(self) -> None:
         """Draw the copy's progress (ResumeLab calls it only while its tab is shown)."""
         pts = np.asarray(self._points, dtype=np.float64).reshape(-1, 2)
-        send(self.progress, dict(t=(pts[:, 0] / 1e6).tolist(), copied=pts[:, 1].tolist()))
-        self.progress_figure.x_range.end = max(self.resume.now, 1) / 1e6 * 1.02
+        with batch(getattr(self, "progress_bokeh", None)):
+            send(self.progress, dict(t=(pts[:, 0] / 1e6).tolist(), copied=pts[:, 1].tolist()))
+            self.progress_figure.x_range.end = max(self.resume.now, 1) / 1e6 * 1.02
 
     def window(self) -> tuple[float, float]:
         """The x range (ms) the zoom asks for: the whole run, or the last wake-up to the first
@@ -286,6 +300,10 @@ class TimelineView(ipw.VBox):
         pad = 0.35 * width
         hi = min(nice_ceil(now * 1.02), end + pad)
         return max(0.0, hi - width - 2 * pad), hi
+
+    def _zoom_changed(self) -> None:
+        with batch(self.bokeh):
+            self._apply_zoom(force=True)
 
     def _apply_zoom(self, force: bool = False) -> tuple[float, float]:
         lo, hi = self.window()

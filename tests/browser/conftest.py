@@ -128,8 +128,11 @@ def lab_server(artifacts, request):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(values), encoding="utf-8")
     log = open(artifacts / "browser-jupyterlab.log", "w", encoding="utf-8")
-    saved = os.environ.get("JUPYTERLAB_SETTINGS_DIR")
+    saved = {k: os.environ.get(k) for k in ("JUPYTERLAB_SETTINGS_DIR", "PYTHONPATH")}
     os.environ["JUPYTERLAB_SETTINGS_DIR"] = str(settings)  # start_lab passes our environment on
+    # the kernel runs in notebooks/: without this, `import widgets` finds whatever checkout the
+    # environment was installed from (an editable install of another worktree), not this one
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO)] + ([saved["PYTHONPATH"]] if saved["PYTHONPATH"] else []))
     try:
         server = launcher.start_lab(notebook=notebook, ready_timeout=120, log=log)
     except BaseException:
@@ -137,10 +140,11 @@ def lab_server(artifacts, request):
         shutil.rmtree(settings, ignore_errors=True)
         raise
     finally:
-        if saved is None:
-            os.environ.pop("JUPYTERLAB_SETTINGS_DIR", None)
-        else:
-            os.environ["JUPYTERLAB_SETTINGS_DIR"] = saved
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     yield server
     try:
         server.stop()

@@ -68,8 +68,8 @@ with mock.patch.object(IPython, "get_ipython", lambda: FakeShell()), \
     import widgets
     assert widgets.setup() is True
 blob = json.dumps(published, default=str)
-print("cdn.bokeh.org" in blob, "Bokeh" in blob, len(blob) > 500_000)
+print("cdn.bokeh.org" in blob, "Bokeh" in blob, len(blob) > 500_000, "__labNoEcho" in blob)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["False", "True", "True"], out.stdout
+    assert out.stdout.split() == ["False", "True", "True", "True"], out.stdout

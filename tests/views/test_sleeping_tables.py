@@ -12,7 +12,9 @@ from lab.hw.paging import walk
 from lab.scenario import Resume
 from widgets import memory_map, timeline
 from widgets._common import STATE_STYLES
+from widgets.exercise import Exercise
 from widgets.history import state_digest
+from widgets.matrix import MatrixView
 
 TARGET = "sleeping CPU's table overwritten"
 
@@ -219,6 +221,13 @@ def test_bad_breakpoints_show_an_error(workshop_lab: widgets.ResumeLab) -> None:
     (lambda: widgets.WalkView(Resume(preset="workshop"), cpu=99), "cpu"),
     (lambda: widgets.CpuCards("not a resume"), "Resume"),
     (lambda: widgets.Stepper(factory=3), "factory"),
+    (lambda: widgets.Stepper(Resume(preset="workshop"), background="yes"), "background"),
+    (lambda: widgets.CpuCards(Resume(preset="workshop"), selected=99), "selected"),
+    (lambda: widgets.MemoryMapView(Resume(preset="workshop"), on_select=3), "on_select"),
+    (lambda: widgets.TimelineView(Resume(preset="workshop"), progress_inline="no"), "progress_inline"),
+    (lambda: Exercise("q?", answer=3), "answer"),
+    (lambda: Exercise("q?", answer=lambda: 1, seed=-1), "seed"),
+    (lambda: MatrixView("not a frame"), "df"),
 ])
 def test_constructors_check_their_arguments(make, match: str) -> None:  # noqa: ANN001
     with pytest.raises(ValueError, match=match):
@@ -234,8 +243,10 @@ def test_readable_without_colour(stopped: widgets.ResumeLab) -> None:
     assert len({h for _, h in pairs if h.strip()}) >= 8, "memory-map categories carry patterns"
     lanes = stopped.timeline.lanes.data
     assert all(STATE_STYLES.get(label, ("", "?"))[1] == h for label, h in zip(lanes["label"], lanes["hatch"]))
-    legend = [item.label["value"] for item in stopped.timeline.legend.items]
-    assert {"wake-up", "table overwritten", "fault", "running", "mwait C6", "hlt"} <= set(legend)
+    legend = stopped.timeline.legend.value
+    assert all(f"</span>{name}</span>" in legend for name in ("wake-up", "table overwritten", "fault", "running",
+                                                             "mwait C6", "hlt"))
+    assert legend.count("repeating-linear-gradient") >= 3 and "radial-gradient" in legend, "legend swatches carry patterns"
     cells = stopped.memmap.cells.data
     assert [memory_map.DISPLAY_STYLES[label][1] for label in cells["label"]] == list(cells["hatch"])
     assert stopped.memmap.figure.yaxis[0].major_label_overrides, "the memory map has a frame axis"
