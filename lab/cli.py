@@ -65,10 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("presets", help="list the presets")
     sub.add_parser("fixes", help="list the fixes")
     sw = sub.add_parser("sweep", help="run many seeds and fixes, count the outcomes")
-    sw.add_argument("--preset", default="default", help=f"one of: {', '.join(PRESETS)}")
+    sw.add_argument("--preset", default=None, help=f"one of: {', '.join(PRESETS)} (default: default, or the "
+                                                    "--resume file's)")
     sw.add_argument("--fix", action="append", default=None,
-                    help="repeatable; a fix named twice runs once (default: every fix)")
-    sw.add_argument("--seeds", default="0-15", help="e.g. 0-15 or 1,4,9-11")
+                    help="repeatable; a fix named twice runs once (default: every fix, or the --resume file's)")
+    sw.add_argument("--seeds", default=None, help="e.g. 0-15 or 1,4,9-11 (default: 0-15, or the --resume file's)")
     sw.add_argument("--jobs", type=int, default=1, help="worker processes (1: run here)")
     sw.add_argument("--json", action="store_true", help="print the records as JSON lines")
     sw.add_argument("--out", default=None, metavar="FILE",
@@ -267,6 +268,14 @@ def _sweep(args: argparse.Namespace) -> int:
     for opt, path in (("--out", args.out), ("--resume", args.resume)):
         if path is not None and not path.strip():
             raise ValueError(f"{opt} {path!r} is empty; allowed: a path to a CSV file, e.g. runs.csv")
+    if args.resume is not None:  # what the command line leaves out, the campaign file says
+        from .runsfile import read_header
+        header = read_header(args.resume)
+        stored = header.get("config") if isinstance(header.get("config"), dict) else {}
+        args.preset = args.preset or stored.get("preset")
+        args.fix = args.fix or header.get("fixes")
+        args.seeds = args.seeds or header.get("seeds")
+    args.preset, args.seeds = args.preset or "default", args.seeds or "0-15"
     base = Config.from_preset(args.preset)
     seeds = campaign.parse_seeds(args.seeds)
     fixes = args.fix or list(FIXES)

@@ -215,6 +215,21 @@ def test_cli_out_then_resume(tmp_path, capsys):
     assert _records(path) == _records(tmp_path / "again.csv")
 
 
+def test_cli_resume_alone_takes_the_campaign_from_its_file(tmp_path, capsys):
+    """`sweep --resume FILE` with nothing else: preset, fixes and seeds come from the file."""
+    base = Config.from_preset("workshop")
+    path = tmp_path / "runs.csv"
+    with pytest.raises(KeyboardInterrupt):
+        run_campaign(base, ["hlt", "mwait"], range(3), out=str(path), progress=Interrupt(4), flush_records=1)
+    assert len(_records(path)) < 6
+    assert cli.main(["sweep", "--resume", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("preset workshop, seeds 0-2 (3 runs per fix)")
+    assert cli.main(["sweep", "--preset", "workshop", "--fix", "hlt", "--fix", "mwait", "--seeds", "0-2",
+                     "--out", str(tmp_path / "again.csv")]) == 0
+    assert _records(path) == _records(tmp_path / "again.csv")
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["--seeds", "0-3"], "seeds 0-2 there, 0-3 here"),
     (["--seeds", "0-2", "--preset", "default"], "setting preset: 'workshop' there, 'default' here"),
