@@ -371,6 +371,13 @@ class PhysicalMemory:
             self.check_pfn(pfn)
             if not isinstance(content, ContentTag) and content.shape != (QWORDS_PER_PAGE,):
                 raise ValueError(f"a page is 512 qwords, got shape {content.shape}")
+        if len(ranges) * 64 < len(self._ranges):  # a few stores into a long range list: edit it in
+            for x in stores:  # place (rebuilding the whole list would cost more; the result and
+                if isinstance(x, TaggedRange):  # the observers' order are the same)
+                    self.put_range(x, agent)
+                else:
+                    self.write_page(x[0], x[1], agent)
+            return
         old = iter(self._ranges)
         cur = next(old, None)
         out: list[TaggedRange] = []

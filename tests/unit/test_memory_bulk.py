@@ -77,3 +77,31 @@ def test_batched_copy_frames_equals_page_by_page(seed):
         assert agent == "cpu0" and kind == "store"
         covered += range(paddr >> 12, (paddr + nbytes) >> 12)
     assert sorted(covered) == sorted(dst.tolist())  # every destination heard once
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_few_stores_into_a_long_range_list_edit_it_in_place_with_the_same_result(seed):
+    """The copy between two CPUs' events stores a few ranges into a list of thousands:
+    put_ranges then edits the list in place (put_range) instead of rebuilding it."""
+    rng = np.random.default_rng(seed)
+    mems, heard = [], []
+    for _ in range(2):
+        mem = PhysicalMemory(4096 * 4096)
+        for k in range(400):  # a long range list, with frames of their own in between
+            mem.put_range(TaggedRange(3 * k, 2, "data", 11, k), "boot")
+            if k % 7 == 0:
+                mem.write_page(3 * k + 2, ContentTag("sparse", 3, k), "boot")
+        log: list = []
+        mem.observers.append(lambda *x, log=log: log.append(x))
+        mems.append(mem)
+        heard.append(log)
+    a, b = mems
+    stores: list = [TaggedRange(1 + 30 * int(k), 4, "sparse", 9, 7) for k in sorted(rng.choice(12, 3, replace=False))]
+    stores.append((2000 + int(rng.integers(0, 100)), ContentTag("text", 5, 1)))
+    rng.shuffle(stores)
+    assert len([x for x in stores if isinstance(x, TaggedRange)]) * 64 < len(list(b.ranges()))  # the in-place path
+    for x in stores:
+        a.put_range(x, "loader") if isinstance(x, TaggedRange) else a.write_page(x[0], x[1], "loader")
+    b.put_ranges(stores, "loader")
+    assert _state(a) == _state(b)
+    assert heard[0] == heard[1] and len(heard[1]) == len(stores)
