@@ -36,7 +36,7 @@ import types
 from collections import Counter
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 from .hw.cpu import RunState
 from .hw.paging import walk

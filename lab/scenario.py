@@ -4,7 +4,7 @@ CLI, the widgets and the notebooks drive step by step.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -328,8 +328,6 @@ class Resume:
                                                  m.apic.send(cpu, kind, src="platform")))
         self.steps = 0
         self._verified: list[int] | None = None
-        self._own_writes: set[int] = set()  # frames the image kernel itself wrote after taking over
-        m.memory.observers.append(self._note_own_write)
         self._verdict: str | None = None
         self.resume_ended_ns: int | None = None  # when the verdict was taken
 
@@ -439,22 +437,12 @@ class Resume:
         self.resume_ended_ns = m.sched.now
         m.emit("verdict", None, outcome=verdict)
 
-    def _note_own_write(self, paddr: int, nbytes: int, agent: str, kind: str) -> None:
-        """A store by a CPU running the image kernel after it took over (CPU 0 from
-        restore_registers on, an AP once the image kernel brought it online) is that kernel's
-        normal work (e.g. an NMI frame pushed on its idle stack), not a restore gone wrong: such
-        frames are left out of the comparison with the image.  Stores by CPUs the image kernel
-        has not brought up yet (still in the restore kernel's code) still count."""
-        if kind != "store" or self.runtime.kernel is not self.image_kernel or not agent.startswith("cpu"):
-            return
-        if int(agent[3:]) in self.image_kernel.online:
-            self._own_writes.update(range(paddr >> 12, ((paddr + nbytes - 1) >> 12) + 1))
-
     def mismatched_frames(self) -> list[int]:
         """Frames whose content differs from the image (checked once, when the resume ends),
         besides those the image kernel wrote itself after taking over."""
         if self._verified is None:
-            self._verified = [p for p in verify(self.machine.memory, self.image) if p not in self._own_writes]
+            own = self.runtime.own_writes  # Runtime._note_own_write
+            self._verified = [p for p in verify(self.machine.memory, self.image) if p not in own]
         return self._verified
 
     def faults(self) -> list[dict[str, Any]]:

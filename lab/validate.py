@@ -155,17 +155,22 @@ def _strays(name: str, value: Any) -> tuple[str, ...]:
     return tuple(items)
 
 
+def _string_or_triples(name: str, value: Any, forms: str, what: str) -> tuple | list:
+    """One entry (a string) or a list of at most MAX_INJECTIONS entries, for ``inject`` and
+    ``schedule``; each entry is checked by the caller."""
+    items = (value,) if isinstance(value, str) else value
+    if not isinstance(items, (tuple, list)):
+        raise ConfigTypeError(f"{name} must be a list of {forms} triples, got {value!r}")
+    if len(items) > MAX_INJECTIONS:
+        raise ConfigError(f"{name} has {len(items)} {what}; allowed: at most {MAX_INJECTIONS}")
+    return items
+
+
 def _injections(name: str, value: Any) -> tuple[tuple[str, int, int], ...]:
     """One injection 'nmi:1@30000000' or ("nmi", 1, 30000000), or a list of them."""
     from .scenario import INJECTABLE, parse_injection
-    items = (value,) if isinstance(value, str) else value
-    if not isinstance(items, (tuple, list)):
-        raise ConfigTypeError(f"inject must be a list of KIND:CPU@TIME_NS strings or (kind, cpu, time) "
-                              f"triples, got {value!r}")
-    if len(items) > MAX_INJECTIONS:
-        raise ConfigError(f"inject has {len(items)} injections; allowed: at most {MAX_INJECTIONS}")
     out = []
-    for item in items:
+    for item in _string_or_triples("inject", value, "KIND:CPU@TIME_NS strings or (kind, cpu, time)", "injections"):
         if isinstance(item, str):
             if not item.isascii():
                 raise ConfigError(f"injection {item!r} is not written in ASCII; allowed: KIND:CPU@TIME_NS "
@@ -187,14 +192,8 @@ def _schedule(name: str, value: Any) -> tuple[tuple[str, int, Any], ...]:
     """Explicit choices (lab.choices): 'wake.exit#0=95000' or ("wake.exit", 0, 95000), a value
     or lo / hi, or a list of them."""
     from .choices import check_choice, parse_choice
-    items = (value,) if isinstance(value, str) else value
-    if not isinstance(items, (tuple, list)):
-        raise ConfigTypeError(f"schedule must be a list of NAME#INDEX=VALUE strings or (name, index, value) "
-                              f"triples, got {value!r}")
-    if len(items) > MAX_INJECTIONS:
-        raise ConfigError(f"schedule has {len(items)} choices; allowed: at most {MAX_INJECTIONS}")
     out = []
-    for item in items:
+    for item in _string_or_triples("schedule", value, "NAME#INDEX=VALUE strings or (name, index, value)", "choices"):
         if isinstance(item, str):
             item = parse_choice(item)
         if not isinstance(item, (tuple, list)) or len(item) != 3:

@@ -268,17 +268,21 @@ class PhysicalMemory:
         """Store a whole frame (``rep movsq`` of 4 KiB): by tag when the content is tagged, so
         nothing is materialized; every line of the frame is reported as stored."""
         self.check_pfn(pfn)
+        if not isinstance(content, ContentTag) and content.shape != (QWORDS_PER_PAGE,):
+            raise ValueError(f"a page is 512 qwords, got shape {content.shape}")
+        self._set_page(pfn, content)
+        self._notify(pfn << PAGE_SHIFT, PAGE_SIZE, agent, "store")
+
+    def _set_page(self, pfn: int, content: ContentTag | np.ndarray) -> None:
+        """Give frame ``pfn`` content of its own (a tag, or a copy of 512 qwords)."""
         if pfn not in self._frames and pfn not in self._tags:
             insort(self._own, pfn)
         if isinstance(content, ContentTag):
             self._frames.pop(pfn, None)
             self._tags[pfn] = content
         else:
-            if content.shape != (QWORDS_PER_PAGE,):
-                raise ValueError(f"a page is 512 qwords, got shape {content.shape}")
             self._tags.pop(pfn, None)
             self._frames[pfn] = np.array(content, dtype=np.uint64, copy=True)
-        self._notify(pfn << PAGE_SHIFT, PAGE_SIZE, agent, "store")
 
     def copy_page(self, src_pfn: int, dst_pfn: int, agent: str) -> None:
         """Copy a frame to another (what ``core_restore_code`` does per pbe)."""
@@ -341,14 +345,19 @@ class PhysicalMemory:
                 tail = [last.part(end, last.start_pfn + last.count)]
         starts[j:k] = [r.start_pfn] + [t.start_pfn for t in tail]
         ranges[j:k] = [r] + tail
-        own = self._own  # per-frame content inside the range is dropped (found by bisection)
+        self._drop_own(start, end)  # per-frame content inside the range is dropped
+        self._notify(start << PAGE_SHIFT, r.count << PAGE_SHIFT, agent, "store")
+
+    def _drop_own(self, start: int, end: int) -> None:
+        """Forget the content of their own that frames ``start`` to ``end`` - 1 had (a range
+        now describes them); the frames are found by bisection in the sorted list."""
+        own = self._own
         a, b = bisect_left(own, start), bisect_left(own, end)
         if a < b:
             for pfn in own[a:b]:
                 self._frames.pop(pfn, None)
                 self._tags.pop(pfn, None)
             del own[a:b]
-        self._notify(start << PAGE_SHIFT, r.count << PAGE_SHIFT, agent, "store")
 
     def put_ranges(self, stores: list[TaggedRange | tuple[int, ContentTag | np.ndarray]], agent: str) -> None:
         """Many stores at once, to frames no two of them share: each a TaggedRange (as
@@ -381,7 +390,6 @@ class PhysicalMemory:
         old = iter(self._ranges)
         cur = next(old, None)
         out: list[TaggedRange] = []
-        own = self._own
         for r in sorted(ranges, key=lambda x: x.start_pfn):
             start, end = r.start_pfn, r.start_pfn + r.count
             while cur is not None and cur.start_pfn < end:  # the ranges before or under r
@@ -396,26 +404,14 @@ class PhysicalMemory:
                         break
                 cur = next(old, None)
             out.append(r)
-            a, b = bisect_left(own, start), bisect_left(own, end)
-            if a < b:
-                for pfn in own[a:b]:
-                    self._frames.pop(pfn, None)
-                    self._tags.pop(pfn, None)
-                del own[a:b]
+            self._drop_own(start, end)
         if cur is not None:
             out.append(cur)
             out.extend(old)
         self._ranges[:] = out
         self._range_starts[:] = [r.start_pfn for r in out]
         for pfn, content in pages:
-            if pfn not in self._frames and pfn not in self._tags:
-                insort(own, pfn)
-            if isinstance(content, ContentTag):
-                self._frames.pop(pfn, None)
-                self._tags[pfn] = content
-            else:
-                self._tags.pop(pfn, None)
-                self._frames[pfn] = np.array(content, dtype=np.uint64, copy=True)
+            self._set_page(pfn, content)
         if self.observers:
             for x in stores:
                 if isinstance(x, TaggedRange):

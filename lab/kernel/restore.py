@@ -83,6 +83,7 @@ class Runtime:
     line_users: dict[int, set[int]] = field(default_factory=dict)  # monitored line -> parked CPUs
     kick_state: dict | None = None  # the fix's kick in progress
     in_trampoline: set[int] = field(default_factory=set)  # CPUs parked in a safe-page trampoline
+    own_writes: set[int] = field(default_factory=set)  # frames the image kernel wrote after taking over
     _watched_pos: tuple[int, np.ndarray] | None = None
     _copy_end: np.ndarray | None = None  # cumulative page-copy times, drawn when the copy starts
 
@@ -310,6 +311,8 @@ class Runtime:
     def restore_registers(self, cpu: Cpu, at: int) -> int:
         """Back in the image kernel: its CR3 (with the TLB flushed, globals too), IDT, stack."""
         k = self.kernel = self.image_kernel
+        if self._note_own_write not in self.machine.memory.observers:  # from now on, not during the copy
+            self.machine.memory.observers.append(self._note_own_write)
         cpu.cr3 = self.image.restore_cr3
         cpu.tlb.flush_all()
         cpu.idtr = k.idtr
@@ -318,6 +321,15 @@ class Runtime:
         self.set_phase("image-kernel")
         self.machine.emit("cr3", cpu.id, cr3=cpu.cr3, tables="image kernel")
         return self.machine.timing.instr_ns
+
+    def _note_own_write(self, paddr: int, nbytes: int, agent: str, kind: str) -> None:
+        """A store by a CPU running the image kernel after it took over (CPU 0 from
+        restore_registers on, an AP once the image kernel brought it online) is that kernel's
+        normal work (e.g. an NMI frame pushed on its idle stack), not a restore gone wrong: the
+        verdict leaves such frames out of its comparison with the image.  Stores by CPUs the
+        image kernel has not brought up yet (still in the restore kernel's code) still count."""
+        if kind == "store" and agent.startswith("cpu") and int(agent[3:]) in self.image_kernel.online:
+            self.own_writes.update(range(paddr >> 12, ((paddr + nbytes - 1) >> 12) + 1))
 
     def resume_done(self, cpu: Cpu, at: int) -> int:
         self.done = True

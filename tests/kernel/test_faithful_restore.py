@@ -12,7 +12,7 @@ from hypothesis import given, settings, strategies as st
 
 from lab.hw.memory import ContentTag, PhysicalMemory, TaggedRange, stride_runs
 from lab.kernel.hibernate import PBES_PER_LINKED_PAGE
-from lab.kernel.pagealloc import MAX_ORDER_PAGES, allocation_order, first_frames
+from lab.kernel.pagealloc import allocation_order, first_frames
 from lab.scenario import Resume
 
 

@@ -17,6 +17,7 @@ Vocabulary (see /work/shared/FACTS.md sections 1, 2 and 5):
 """
 from __future__ import annotations
 
+import subprocess
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -205,3 +206,17 @@ class RecordCache:
             if predicate(rec):
                 return rec
         return None
+
+
+def main_in_process(argv: list[str], capsys) -> subprocess.CompletedProcess:
+    """lab.cli.main in this process (an exception escaping it fails the test, as a traceback
+    would); argparse's own errors leave through SystemExit."""
+    from lab.cli import main
+
+    capsys.readouterr()
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(argv, code, out, err)

@@ -1,7 +1,6 @@
 """Campaigns: the same records whatever runs them, and the sweep CLI."""
 from __future__ import annotations
 
-import json
 import math
 import tracemalloc
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -10,7 +9,7 @@ import pandas as pd
 import pytest
 
 from lab import campaign, cli, runsfile
-from lab.campaign import (MAX_CAMPAIGN_RUNS, RECORD_TYPES, Seeds, parse_seeds, read_runs, run_campaign, stats,
+from lab.campaign import (MAX_CAMPAIGN_RUNS, RECORD_TYPES, parse_seeds, read_runs, run_campaign, stats,
                           sweep, tally, to_dataframe)
 from lab.compare import wilson
 from lab.scenario import Config

@@ -17,6 +17,7 @@ import pytest
 from lab import trace
 from lab.fixes import FIXES
 from lab.scenario import OUTCOMES, PRESETS, Config, Resume
+from scenario_kit import main_in_process
 
 REPO = Path(__file__).resolve().parents[2]
 HEX = re.compile(r"^0x[0-9a-f]+$")
@@ -70,20 +71,6 @@ def parse_one_object(stdout: str) -> dict:
     obj = json.loads(lines[0])
     assert isinstance(obj, dict)
     return obj
-
-
-def main_in_process(argv: list[str], capsys) -> subprocess.CompletedProcess:
-    """lab.cli.main in this process (an exception escaping it fails the test, as a traceback
-    would); argparse's own errors leave through SystemExit."""
-    from lab.cli import main
-
-    capsys.readouterr()
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess(argv, code, out, err)
 
 
 # -- good input ------------------------------------------------------------------------------

@@ -14,8 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lab import cli, trace
+from lab import trace
 from lab.scenario import Resume
+from scenario_kit import main_in_process
 
 FUZZ = settings(max_examples=50, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -84,13 +85,8 @@ def campaign_argv(draw) -> list[str]:
 
 
 def call(argv: list[str], capsys) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        code = cli.main(argv)
-    except SystemExit as exc:  # argparse --help and usage errors
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
+    p = main_in_process(argv, capsys)  # argparse --help and usage errors leave through SystemExit
+    return p.returncode, p.stdout, p.stderr
 
 
 def check_outcome(argv: list[str], code: int, out: str, err: str, bad: bool) -> None:

@@ -267,6 +267,13 @@ def test_fault_while_delivering_df_is_a_triple_fault() -> None:
 def nmi_with_unmapped_ist() -> Resume:
     """The NMI's IST stack unmapped: the push faults, #DF is delivered on its own (mapped) IST
     stack, do_double_fault oopses and panics."""
+    r = nmi_on_an_unmapped_ist()
+    r.run()
+    return r
+
+
+def nmi_on_an_unmapped_ist() -> Resume:
+    """A workshop hlt run at the copy, CPU 2's NMI IST stack unmapped and an NMI sent to it."""
     r = Resume(preset="workshop", fix="hlt", seed=1)
     r.run(until="copy")
     cpu = r.machine.cpus[2]
@@ -274,7 +281,6 @@ def nmi_with_unmapped_ist() -> Resume:
     ist[2] = UNMAPPED  # IST_NMI
     cpu.ist = tuple(ist)
     r.machine.apic.send(2, "nmi", src="test")
-    r.run()
     return r
 
 
@@ -295,13 +301,7 @@ def test_fault_while_delivering_nmi_is_a_double_fault_panic() -> None:
 def test_triple_fault_outranks_an_oops() -> None:
     """An oops and a reset both there when the verdict is taken: the reset wins.  The machine
     is stepped directly (no verdict between its steps) up to the oops, then reset."""
-    r = Resume(preset="workshop", fix="hlt", seed=1)
-    r.run(until="copy")
-    cpu = r.machine.cpus[2]
-    ist = list(cpu.ist)
-    ist[2] = UNMAPPED  # IST_NMI
-    cpu.ist = tuple(ist)
-    r.machine.apic.send(2, "nmi", src="test")
+    r = nmi_on_an_unmapped_ist()
     while not r.oopses:
         assert r.machine.step(), "the machine stopped before the oops"
     assert not any(e.kind == "verdict" for e in r.events)  # not judged yet

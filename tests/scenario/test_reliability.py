@@ -18,8 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lab import cli, trace
+from lab import trace
 from lab.scenario import Resume
+from scenario_kit import main_in_process
 
 REPO = Path(__file__).resolve().parents[2]
 PREFIX = "python -m lab: error: "
@@ -29,14 +30,7 @@ if ENTRY:
     ENTRY_POINTS["hibernation-lab"] = [ENTRY]
 
 
-def in_process(argv: list[str], capsys) -> subprocess.CompletedProcess:
-    capsys.readouterr()
-    try:
-        code = cli.main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess(argv, code, out, err)
+in_process = main_in_process  # lab.cli.main in this process
 
 
 def one_line_error(p: subprocess.CompletedProcess, code: int, *needles: str) -> str:

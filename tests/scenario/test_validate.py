@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lab import cli, trace, validate
+from lab import trace, validate
 from lab.campaign import sweep
 from lab.scenario import EVENT_KINDS, PHASES, Config, Resume
+from scenario_kit import main_in_process
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,13 +26,8 @@ def message(call) -> str:
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str]:
-    capsys.readouterr()
-    try:
-        code = cli.main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, err
+    p = main_in_process(argv, capsys)
+    return p.returncode, p.stderr
 
 
 # -- the API calls of the issue ----------------------------------------------------------------
