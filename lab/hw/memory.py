@@ -435,7 +435,7 @@ class PhysicalMemory:
         src = np.asarray(src, dtype=np.int64)
         dst = np.asarray(dst, dtype=np.int64)
         edges = stride_runs(src, dst)
-        own = self.overridden_sorted()
+        own = self._own  # read only until put_ranges below: every store is gathered first
         stores: list[TaggedRange | tuple[int, ContentTag | np.ndarray]] = []
         first = np.array(edges[:-1], dtype=np.int64)
         last = np.array(edges[1:], dtype=np.int64) - 1
@@ -510,6 +510,14 @@ def stride_runs(src: np.ndarray, dst: np.ndarray) -> list[int]:
     n = len(src)
     if n < 2:
         return [0, n]
+    if n <= 64:  # a short stretch (the copy between two other actors' events): numpy's
+        return _stride_runs_small(src.tolist(), dst.tolist())  # per-call cost would dominate
+    return _stride_runs_numpy(src, dst)
+
+
+def _stride_runs_numpy(src: np.ndarray, dst: np.ndarray) -> list[int]:
+    """``stride_runs`` for many positions, vectorized."""
+    n = len(src)
     ds, dd = np.diff(src), np.diff(dst)
     linked = ds * ds + dd * dd == 2  # both steps +1 or -1 (whole numbers)
     key = ds * 3 + dd
@@ -522,5 +530,24 @@ def stride_runs(src: np.ndarray, dst: np.ndarray) -> list[int]:
                 edges.append(k + 1)
         elif k > edges[-1] and linked[k - 1] and key[k] != key[k - 1]:
             edges.append(k)
+    edges.append(n)
+    return edges
+
+
+def _stride_runs_small(src: list[int], dst: list[int]) -> list[int]:
+    """``stride_runs`` for a few positions, in plain Python (the same rules, the same edges)."""
+    n = len(src)
+    edges = [0]
+    prev_key = None
+    for k in range(n - 1):
+        ds, dd = src[k + 1] - src[k], dst[k + 1] - dst[k]
+        linked = ds * ds + dd * dd == 2
+        key = ds * 3 + dd if linked else 99
+        if not linked:
+            if k + 1 > edges[-1]:
+                edges.append(k + 1)
+        elif k > 0 and key != prev_key and k > edges[-1] and prev_key != 99:
+            edges.append(k)
+        prev_key = key
     edges.append(n)
     return edges

@@ -9,6 +9,7 @@ arch/x86/kernel/traps.c, kernel/panic.c (panic stops the other CPUs).
 """
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
@@ -85,6 +86,7 @@ class Runtime:
     in_trampoline: set[int] = field(default_factory=set)  # CPUs parked in a safe-page trampoline
     own_writes: set[int] = field(default_factory=set)  # frames the image kernel wrote after taking over
     _watched_pos: tuple[int, np.ndarray] | None = None
+    _armed_pos: tuple[tuple[int, ...], list[int]] | None = None
     _copy_end: np.ndarray | None = None  # cumulative page-copy times, drawn when the copy starts
 
     def __post_init__(self) -> None:
@@ -291,11 +293,16 @@ class Runtime:
 
     def _next_watched(self, i: int, n: int) -> int:
         """The first pblist position >= i whose frame someone watches (n: none): a monitored
-        line's frame, or one of ``machine.watched_frames`` (their positions cached per
-        version of that set)."""
+        line's frame, or one of ``machine.watched_frames`` (their positions cached per set of
+        armed frames and per version of the watched set)."""
         m = self.machine
         pbl = self.loaded.pblist
-        pos = [p for p in pbl.positions(m.monitor.pages()) if p >= i]
+        armed = tuple(sorted(m.monitor.pages()))
+        if self._armed_pos is None or self._armed_pos[0] != armed:
+            self._armed_pos = (armed, sorted(pbl.positions(armed)))
+        cached_armed = self._armed_pos[1]
+        k = bisect_left(cached_armed, i)
+        pos = [cached_armed[k]] if k < len(cached_armed) else []
         watched = m.watched_frames
         if watched:
             if self._watched_pos is None or self._watched_pos[0] != watched.version:
