@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -43,9 +44,15 @@ def one_line_error(p: subprocess.CompletedProcess, code: int, *needles: str) -> 
     return lines[0]
 
 
+def _sigint_as_on_a_terminal() -> None:
+    # a shell's background job (``make test &``, nohup) starts with SIGINT ignored, and Python
+    # then installs no KeyboardInterrupt handler: give the child the disposition a terminal has
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def proc(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=REPO, capture_output="stdout" not in kw, text=True, timeout=120,
-                          env={**os.environ, "PYTHONHASHSEED": "0"}, **kw)
+                          env={**os.environ, "PYTHONHASHSEED": "0"}, **{"preexec_fn": _sigint_as_on_a_terminal, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +119,7 @@ def test_closed_stdout_exits_quietly(entry: str) -> None:
 def test_stdout_closed_from_the_start_exits_quietly(entry: str) -> None:
     """`python -m lab fixes >&-`: no stdout at all (sys.stdout is None)."""
     p = proc([*ENTRY_POINTS[entry], "fixes"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-             preexec_fn=lambda: os.close(1))
+             preexec_fn=lambda: (_sigint_as_on_a_terminal(), os.close(1)))
     assert p.returncode == 0, p.stderr
     assert p.stderr == ""
 
