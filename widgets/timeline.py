@@ -6,7 +6,8 @@ labels that do not overlap, and the copy's progress (pages copied) underneath.
 Readable without colour: every state has a hatch pattern and a legend entry (Okabe-Ito colours),
 wide segments carry the state's name, markers differ by shape.  The figures stretch to the
 width they are given.  The view opens on the last wake-to-fault window (widened so that the
-C-state exit shows), with the whole run one click away (``.zoom``)."""
+C-state exit shows), with the whole run one click away (``.zoom``).  A step that moves nothing by
+a pixel sends nothing (the open segments end within 1/SUBPIXEL of the window before now)."""
 from __future__ import annotations
 
 from typing import Any
@@ -29,6 +30,9 @@ ZOOMS = ("wake to fault", "whole run")
 MIN_WINDOW_SHARE = 0.04
 LABEL_PX = 6.5  # width of a character of the phase labels (8pt), to keep them apart
 PLOT_PX = 900  # the width assumed when placing labels (the figure stretches around it)
+#: the finest time step the lanes show: a window's width over this many device pixels (4000
+#: CSS pixels, the widest figure, at a device pixel ratio of 2)
+SUBPIXEL = 8000
 
 
 class TimelineView(ipw.VBox):
@@ -66,29 +70,35 @@ class TimelineView(ipw.VBox):
         lanes.ygrid.visible = False
         r_lanes = lanes.quad(left="left", right="right", bottom="bottom", top="top", fill_color="color",
                              line_color="#000000", line_width=0.5, source=self.lanes)
-        # the hatch of each state is drawn over the lanes by a renderer of its own, with one
-        # pattern: a pattern per quad (a column of patterns) made BokehJS build a canvas for each
-        # quad, five times (its glyph variants), on every update: most of a Step's repaint
-        self.hatches: dict[str, ColumnDataSource] = {}
-        for label, (_color, hatch, _short) in STATE_STYLES.items():
-            if hatch.strip():
-                self.hatches[label] = src = ColumnDataSource(name=f"timeline-hatch-{label}",
-                                                             data=dict(left=[], right=[], bottom=[], top=[]))
-                lanes.quad(left="left", right="right", bottom="bottom", top="top", fill_color=None, line_color=None,
-                           hatch_pattern=hatch, hatch_color="#000000", hatch_alpha=0.55, hatch_scale=8, source=src)
-        lanes.text(x="x", y="y", text="text", text_font_size="8pt", text_align="left", text_baseline="middle",
-                   text_color="#000000", background_fill_color="#ffffff", background_fill_alpha=0.8,
-                   source=self.lane_text)
-        lanes.segment(x0="x", x1="x", y0="y0", y1="y1", line_color="#555555", line_dash="dashed",
-                      source=self.phases)
-        lanes.text(x="x", y="ty", text="name", text_font_size="8pt", x_offset=2, text_baseline="middle",
-                   text_color="#333333", source=self.phases)
+        # the hatch of each state is drawn over the lanes by a renderer of its own pattern (states
+        # that share a pattern share it): a pattern per quad (a column of patterns) made BokehJS
+        # build a canvas for each quad, five times (its glyph variants), on every update
+        self.hatches: dict[str, ColumnDataSource] = {}  # pattern -> its quads
+        self._shown: dict[int, Any] = {}  # id(source) -> the renderer drawn only while it has data
+        for hatch in dict.fromkeys(h for _c, h, _s in STATE_STYLES.values() if h.strip()):
+            self.hatches[hatch] = src = ColumnDataSource(name=f"timeline-hatch-{hatch}",
+                                                         data=dict(left=[], right=[], bottom=[], top=[]))
+            self._shown[id(src)] = lanes.quad(
+                left="left", right="right", bottom="bottom", top="top", fill_color=None, line_color=None,
+                hatch_pattern=hatch, hatch_color="#000000", hatch_alpha=0.55, hatch_scale=8, source=src, visible=False)
+        r_text = lanes.text(x="x", y="y", text="text", text_font_size="8pt", text_align="left",
+                            text_baseline="middle", text_color="#000000", background_fill_color="#ffffff",
+                            background_fill_alpha=0.8, source=self.lane_text, visible=False)
+        r_phase = lanes.segment(x0="x", x1="x", y0="y0", y1="y1", line_color="#555555", line_dash="dashed",
+                                source=self.phases, visible=False)
+        r_phase_text = lanes.text(x="x", y="ty", text="name", text_font_size="8pt", x_offset=2,
+                                  text_baseline="middle", text_color="#333333", source=self.phases, visible=False)
         r_wakes = lanes.scatter(x="x", y="y", marker="triangle", size=12, fill_color=OKABE_ITO["yellow"],
-                                line_color="#000000", source=self.wakes)
+                                line_color="#000000", source=self.wakes, visible=False)
         r_over = lanes.scatter(x="x", y="y", marker="diamond", size=14, fill_color=OKABE_ITO["orange"],
-                               line_color="#000000", line_width=1.5, source=self.overwrites)
+                               line_color="#000000", line_width=1.5, source=self.overwrites, visible=False)
         r_faults = lanes.scatter(x="x", y="y", marker="x", size=16, line_width=3, line_color=OKABE_ITO["vermillion"],
-                                 source=self.faults)
+                                 source=self.faults, visible=False)
+        # a renderer without data is hidden: BokehJS still worked out its visuals (CSS lookups
+        # included) on every repaint, and a Step repaints the figure
+        for src, *rends in ((self.lane_text, r_text), (self.phases, r_phase, r_phase_text), (self.wakes, r_wakes),
+                            (self.overwrites, r_over), (self.faults, r_faults)):
+            self._shown[id(src)] = rends if len(rends) > 1 else rends[0]
         lanes.add_tools(HoverTool(renderers=[r_lanes], tooltips=[("cpu", "@cpu"), ("state", "@label"),
                                                                   ("from", "@start ms"), ("to", "@end ms")]))
         lanes.add_tools(HoverTool(renderers=[r_wakes, r_faults, r_over], tooltips=[("", "@text")]))
@@ -232,12 +242,16 @@ class TimelineView(ipw.VBox):
         self.resume = resume
         self._ingest(resume)
         now = resume.now
-        key = (now, len(self._wakes), len(self._faults), len(self._overwrites), len(self._phases),
-               len(self._points), sum(len(s) for s in self.segments.values()))
+        lo, hi = self._apply_zoom()
+        # redrawn only when something would move by a pixel: a step that advances time by less
+        # than SUBPIXEL of the window changes no pixel, and a repaint is most of a Step's cost in
+        # the browser (the open segments then end up to that much before now)
+        quantum = (hi - lo) * 1e6 / SUBPIXEL
+        key = (lo, hi, int(now // quantum) if quantum > 0 else now, len(self._wakes), len(self._faults),
+               len(self._overwrites), len(self._phases), len(self._points), sum(len(s) for s in self.segments.values()))
         if key == self._drawn:
             return
         self._drawn = key
-        lo, hi = self._apply_zoom()
         rows: dict[str, list] = {k: [] for k in ("left", "right", "bottom", "top", "color", "hatch", "label", "cpu",
                                                  "start", "end")}
         text: dict[str, list] = {"x": [], "y": [], "text": []}
@@ -263,19 +277,29 @@ class TimelineView(ipw.VBox):
                     text["y"].append(c)
                     text["text"].append(label)
         send(self.lanes, rows)
-        for label, src in self.hatches.items():
-            pick = [i for i, lab in enumerate(rows["label"]) if lab == label]
-            send(src, {k: [rows[k][i] for i in pick] for k in ("left", "right", "bottom", "top")})
-        send(self.lane_text, text)
+        for hatch, src in self.hatches.items():
+            pick = [i for i, h in enumerate(rows["hatch"]) if h == hatch]
+            self._send_shown(src, {k: [rows[k][i] for i in pick] for k in ("left", "right", "bottom", "top")})
+        self._send_shown(self.lane_text, text)
         for src, items in ((self.wakes, self._wakes), (self.faults, self._faults), (self.overwrites, self._overwrites)):
-            send(src, dict(x=[t / 1e6 for t, _, _ in items], y=[c for _, c, _ in items], text=[s for _, _, s in items]))
+            self._send_shown(src, dict(x=[t / 1e6 for t, _, _ in items], y=[c for _, c, _ in items],
+                                 text=[s for _, _, s in items]))
         n = len(self.segments)
-        send(self.phases, dict(x=[t / 1e6 for t, _ in self._phases], y0=[-0.5] * len(self._phases),
+        self._send_shown(self.phases, dict(x=[t / 1e6 for t, _ in self._phases], y0=[-0.5] * len(self._phases),
                                y1=[n - 0.5] * len(self._phases),
                                ty=[-0.8 - 0.55 * r for r in label_rows(self._phases, lo, hi)],
                                name=[p for _, p in self._phases]))
         if self.progress_live:
             self.send_progress()
+
+    def _send_shown(self, src: ColumnDataSource, data: dict[str, list]) -> None:
+        """``send``, then show the source's renderers only while it has data."""
+        send(src, data)
+        shown = bool(next(iter(data.values()), []))
+        rends = self._shown[id(src)]
+        for r in rends if isinstance(rends, list) else [rends]:
+            if r.visible != shown:
+                r.visible = shown
 
     def send_progress(self) -> None:
         """Draw the copy's progress (ResumeLab calls it only while its tab is shown)."""

@@ -176,6 +176,7 @@ def test_the_bug_notebook_in_chromium(lab_server, page, notebook_ui, artifacts):
 SMALL = {"width": 1280, "height": 720}
 NOTEBOOK_INDICATOR = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook-ExecutionIndicator"
 TARGET = "sleeping CPU's table overwritten"
+RATIO_PAIRS = 30  # clicks of each button for the Step/trivial ratio
 
 # In the page: click `button` n times and return the milliseconds from each click to the first
 # change of `watch`'s text (a trivial ipywidgets button's label, or the lab's step counter).
@@ -281,11 +282,8 @@ def test_one_screen_the_overwrite_under_the_sleeping_cpu(lab_server, small_page,
     out = ui.run_code_in_new_cell(TRIVIAL, "TRIVIAL-READY")
     assert "TRIVIAL-READY" in out
     trivial = ui.panel.locator(".lab-trivial").first
-    trivial.scroll_into_view_if_needed()
     ui.wait_idle()
     indicator = NOTEBOOK_INDICATOR
-    floor = page.evaluate(_CLICK_TO_IDLE_JS, [trivial.get_by_role("button", name="Trivial").element_handle(),
-                                              trivial.element_handle(), 10, 60_000, indicator])
 
     # the learner's screen: file browser closed, the lab at the top of the notebook
     ui.panel.locator(".jp-InputPrompt").first.click()
@@ -302,9 +300,15 @@ def test_one_screen_the_overwrite_under_the_sleeping_cpu(lab_server, small_page,
     assert "SPARE-READY" in ui.run_code_in_new_cell("lab.stepper.replay.wait(); print('SPARE-READY')", "SPARE-READY")
     ui.wait_idle()
     root.evaluate("(el) => el.scrollIntoView({block: 'start'})")
-    step_ms = page.evaluate(_CLICK_TO_IDLE_JS, [ui.button(root, "Step").element_handle(),
-                                                root.locator(".lab-step-count").first.element_handle(), 10, 60_000,
-                                                indicator])
+    # the two buttons take turns, one click each, so that both see the same moments of this
+    # shared machine (measured in blocks of ten, the ratio moved by 0.2 between runs)
+    floor, step_ms = [], []
+    clicks = [(trivial.get_by_role("button", name="Trivial").element_handle(), trivial.element_handle(), floor),
+              (ui.button(root, "Step").element_handle(), root.locator(".lab-step-count").first.element_handle(),
+               step_ms)]
+    for _ in range(RATIO_PAIRS):
+        for button, watch, out in clicks:
+            out += page.evaluate(_CLICK_TO_IDLE_JS, [button, watch, 1, 60_000, indicator])
     ui.wait_idle()
     root.evaluate("(el) => el.scrollIntoView({block: 'start'})")
     target = root.get_by_role("combobox").first
@@ -344,7 +348,8 @@ def test_one_screen_the_overwrite_under_the_sleeping_cpu(lab_server, small_page,
     js_errors = [line for line in page.console_lines if line.startswith(("[pageerror]", "[error]"))]
     assert js_errors == [], "JavaScript errors in the page:\n" + "\n".join(js_errors)
 
-    report = {"what": "click to changed text and an idle kernel, then the next animation frame (ms), 10 clicks each",
+    report = {"what": f"click to changed text and an idle kernel, then the next animation frame (ms), {RATIO_PAIRS} "
+                      "clicks each, the trivial button and Step taking turns",
               "trivial_button_ms": [round(x, 1) for x in floor], "step_ms": [round(x, 1) for x in step_ms],
               "median_trivial_ms": round(statistics.median(floor), 1),
               "median_step_ms": round(statistics.median(step_ms), 1),

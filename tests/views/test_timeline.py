@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import widgets
 from widgets._common import state_label
+from widgets.timeline import SUBPIXEL
 
 
 def lanes_consistent(lab: widgets.ResumeLab) -> None:
@@ -15,7 +16,8 @@ def lanes_consistent(lab: widgets.ResumeLab) -> None:
         assert mine, f"no lane for cpu{c}"
         for (s0, e0, _), (s1, _, _) in zip(mine, mine[1:]):
             assert abs(e0 - s1) < 1e-9 and s0 <= e0, f"cpu{c}: gap or overlap"
-        assert abs(mine[-1][1] - r.now / 1e6) < 1e-6
+        lo, hi = tl.window()  # a lane ends at now, or less than a pixel before it
+        assert 0 <= r.now / 1e6 - mine[-1][1] <= (hi - lo) / SUBPIXEL + 1e-6
         v = r.cpu(c)
         assert mine[-1][2] in (state_label(v.state, v.cstate), "waking")
     assert tl.check(r) == []
@@ -60,3 +62,27 @@ def test_no_rows_added_without_progress(faulted_lab: widgets.ResumeLab) -> None:
         tl.update(faulted_lab.resume)
     assert {k: list(v) for k, v in tl.lanes.data.items()} == before
     assert [len(src.data[next(iter(src.data))]) for src in (tl.wakes, tl.faults, tl.phases, tl.progress)] == sizes
+
+
+def test_a_step_that_moves_nothing_by_a_pixel_sends_nothing(report_lab: widgets.ResumeLab) -> None:
+    """Steps of a nanosecond in a window of a fifth of a millisecond: no patch until the lanes
+    would grow by a pixel; a state change is always drawn."""
+    s, r, tl = report_lab.stepper, report_lab.resume, report_lab.timeline
+    while r.now < 200_000:
+        s.step_button.click()
+    sent, now, segs = tl.bokeh.patches_sent, r.now, sum(len(x) for x in tl.segments.values())
+    lo, hi = tl.window()
+    quiet = 0
+    for _ in range(8):
+        s.step_button.click()
+        grew = sum(len(x) for x in tl.segments.values()) != segs or tl.window() != (lo, hi)
+        if not grew and (r.now - now) / 1e6 < (hi - lo) / SUBPIXEL / 2:
+            quiet += 1
+            assert tl.bokeh.patches_sent == sent, "a sub-pixel step repainted the timeline"
+        sent, segs, lo, hi = tl.bokeh.patches_sent, sum(len(x) for x in tl.segments.values()), *tl.window()
+    assert quiet >= 3, "the run did not give sub-pixel steps to check"
+    s.target.value = "phase change"
+    before = tl.bokeh.patches_sent
+    s.next_button.click()
+    assert tl.bokeh.patches_sent > before
+    lanes_consistent(report_lab)
