@@ -21,6 +21,8 @@ import os
 import tempfile
 from typing import Any, Iterable, Iterator, Mapping
 
+from .trace import file_kind
+
 MAGIC = "# lab-campaign "
 FORMAT = "lab-campaign/1"
 _TYPES = {"int": int, "float": float, "str": str, "bool": lambda v: v == "True"}
@@ -78,7 +80,15 @@ def append(path: str, columns: Iterable[str], records: Iterable[Mapping[str, Any
 
 
 def read_header(path: str) -> dict[str, Any]:
-    """The configuration line of a campaign file.  ValueError (naming the file) if it is not one."""
+    """The configuration line of a campaign file.  ValueError (naming the file) if it is not one
+    (a FIFO, device or directory is refused before it is opened: reading a FIFO would wait)."""
+    try:
+        kind = file_kind(os.stat(path).st_mode)
+    except OSError as exc:
+        raise ValueError(f"cannot read campaign file {path!r}: {exc.strerror or exc}") from None
+    if kind:
+        raise ValueError(f"cannot read campaign file {path!r}: it is {kind}; allowed: a regular file written by "
+                         "--out")
     try:
         with open(path, encoding="utf-8", newline="") as f:
             first = f.readline()

@@ -101,7 +101,7 @@ def export(resume: "Resume") -> dict[str, Any]:
                  "steps": resume.steps, "summary": _plain(resume.summary()), "events": events})
 
 
-def _kind(mode: int) -> str | None:
+def file_kind(mode: int) -> str | None:
     """What a non-regular file is, or None for a regular file."""
     for test, name in ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
                        (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
@@ -123,7 +123,7 @@ def check_target(path: str | os.PathLike) -> Path:
         return Path(text)
     except OSError as exc:
         raise ValueError(f"cannot write trace file {text!r}: {exc.strerror or exc}") from None
-    kind = _kind(st.st_mode)
+    kind = file_kind(st.st_mode)
     if kind:
         raise ValueError(f"cannot write trace file {text!r}: it is {kind}; allowed: a regular file "
                          "(missing or to be replaced)")
@@ -191,7 +191,7 @@ def _read(path: str | os.PathLike) -> str:
     except OSError as exc:
         raise ValueError(f"cannot read trace file {name!r}: {exc.strerror or exc}") from None
     st = os.fstat(fd)
-    kind = _kind(st.st_mode)
+    kind = file_kind(st.st_mode)
     if kind:  # before fdopen, which raises IsADirectoryError for a directory
         os.close(fd)
         raise ValueError(f"cannot read trace file {name!r}: it is {kind}; allowed: a regular file "

@@ -185,6 +185,18 @@ def test_replay_of_a_fifo_is_refused_without_hanging(fifo: Path) -> None:
     one_line_error(p, 2, "pipe", "named pipe (FIFO)", "allowed: a regular file")
 
 
+def test_a_campaign_resumed_from_a_fifo_is_refused_without_hanging(fifo: Path) -> None:
+    p = proc([sys.executable, "-m", "lab", "sweep", "--preset", "workshop", "--fix", "hlt", "--seeds", "0-3",
+              "--resume", str(fifo)])
+    one_line_error(p, 2, "pipe", "named pipe (FIFO)", "allowed: a regular file")
+
+
+@pytest.mark.parametrize("device", ["/dev/null", "/dev/zero"])
+def test_a_campaign_resumed_from_a_device_is_refused(device: str, capsys) -> None:
+    one_line_error(in_process(["sweep", "--preset", "workshop", "--fix", "hlt", "--seeds", "0-3", "--resume",
+                               device], capsys), 2, device, "character device")
+
+
 @pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom", "/dev/null"])
 def test_replay_of_a_device_is_refused(device: str, capsys) -> None:
     if not Path(device).exists():
