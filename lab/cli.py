@@ -230,14 +230,34 @@ def _ignore_sigint() -> None:  # in pool workers: Ctrl-C is the parent's to hand
 
 @contextlib.contextmanager
 def _pool(jobs: int):
-    """A process pool whose workers ignore Ctrl-C; on the way out (Ctrl-C included) work not
-    yet started is cancelled instead of awaited."""
+    """A process pool whose workers ignore Ctrl-C.  On the way out after Ctrl-C (or an error)
+    work not yet started is cancelled and the workers are stopped at once: their runs in
+    progress would be thrown away anyway, and waiting for them made Ctrl-C take as long as the
+    slowest run (seconds for a ping-pong fix), once for good (the workers were left waiting)."""
     from concurrent.futures import ProcessPoolExecutor
     pool = ProcessPoolExecutor(jobs, initializer=_ignore_sigint)
     try:
         yield pool
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    except BaseException:
+        _stop_pool(pool)
+        raise
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _stop_pool(pool) -> None:  # noqa: ANN001 - a ProcessPoolExecutor
+    """Cancel what has not started and end the workers now (terminate_workers from Python 3.14,
+    the same by hand before)."""
+    stop = getattr(pool, "terminate_workers", None)
+    if stop is not None:  # pragma: no cover - Python 3.14+
+        stop()
+        return
+    workers = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for w in workers:
+        if w.is_alive():
+            w.terminate()
+    for w in workers:
+        w.join(5)
 
 
 @contextlib.contextmanager

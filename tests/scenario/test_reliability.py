@@ -102,6 +102,36 @@ def test_ctrl_c_in_a_parallel_sweep_exits_130_with_one_line() -> None:
     assert one_line_error(p, 130, "interrupted") == "python -m lab: interrupted (Ctrl-C)"
 
 
+def test_ctrl_c_to_the_parent_alone_stops_busy_workers_at_once(tmp_path: Path) -> None:
+    """`kill -INT` (or `timeout -s INT`) reaches the parent only, while both workers are in a
+    long run: the parent stops them instead of waiting for their runs (which it would throw
+    away), exits 130 with one line, and no worker is left behind."""
+    pids = tmp_path / "pids"
+    code = ("import os, signal, sys, threading, time\n"
+            "from lab import campaign, cli\n"
+            "def run_one(config):\n"
+            f"    with open({str(pids)!r}, 'a') as f: f.write(f'{{os.getpid()}}\\n')\n"
+            "    time.sleep(300)\n"
+            "run_one.__module__, run_one.__qualname__ = 'lab.campaign', 'run_one'\n"
+            "campaign.run_one = run_one\n"
+            "def interrupt():\n"
+            f"    while not os.path.exists({str(pids)!r}) or len(open({str(pids)!r}).read().split()) < 2:\n"
+            "        time.sleep(0.05)\n"
+            "    os.kill(os.getpid(), signal.SIGINT)\n"
+            "threading.Thread(target=interrupt, daemon=True).start()\n"
+            "sys.exit(cli.main(['sweep', '--preset', 'workshop', '--fix', 'hlt', '--seeds', '0-63', '--jobs', '2',"
+            " '--quiet']))\n")
+    # the runs sleep 300 s: a parent that waited for them would hit this timeout
+    p = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PYTHONHASHSEED": "0"}, preexec_fn=_sigint_as_on_a_terminal)
+    assert one_line_error(p, 130, "interrupted") == "python -m lab: interrupted (Ctrl-C)"
+    workers = [int(x) for x in pids.read_text().split()]
+    assert len(workers) == 2
+    for pid in workers:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
 @pytest.mark.parametrize("entry", list(ENTRY_POINTS))
 def test_closed_stdout_exits_quietly(entry: str) -> None:
     """`... | head -1` where the reader has already gone: no traceback, exit 0."""
