@@ -74,13 +74,13 @@ class TimelineView(ipw.VBox):
         # that share a pattern share it): a pattern per quad (a column of patterns) made BokehJS
         # build a canvas for each quad, five times (its glyph variants), on every update
         self.hatches: dict[str, ColumnDataSource] = {}  # pattern -> its quads
-        self._shown: dict[int, Any] = {}  # id(source) -> the renderer drawn only while it has data
+        self._shown: dict[int, list[Any]] = {}  # id(source) -> its renderers, drawn only while it has data
         for hatch in dict.fromkeys(h for _c, h, _s in STATE_STYLES.values() if h.strip()):
             self.hatches[hatch] = src = ColumnDataSource(name=f"timeline-hatch-{hatch}",
                                                          data=dict(left=[], right=[], bottom=[], top=[]))
-            self._shown[id(src)] = lanes.quad(
+            self._shown[id(src)] = [lanes.quad(
                 left="left", right="right", bottom="bottom", top="top", fill_color=None, line_color=None,
-                hatch_pattern=hatch, hatch_color="#000000", hatch_alpha=0.55, hatch_scale=8, source=src, visible=False)
+                hatch_pattern=hatch, hatch_color="#000000", hatch_alpha=0.55, hatch_scale=8, source=src, visible=False)]
         r_text = lanes.text(x="x", y="y", text="text", text_font_size="8pt", text_align="left",
                             text_baseline="middle", text_color="#000000", background_fill_color="#ffffff",
                             background_fill_alpha=0.8, source=self.lane_text, visible=False)
@@ -98,7 +98,7 @@ class TimelineView(ipw.VBox):
         # included) on every repaint, and a Step repaints the figure
         for src, *rends in ((self.lane_text, r_text), (self.phases, r_phase, r_phase_text), (self.wakes, r_wakes),
                             (self.overwrites, r_over), (self.faults, r_faults)):
-            self._shown[id(src)] = rends if len(rends) > 1 else rends[0]
+            self._shown[id(src)] = rends
         lanes.add_tools(HoverTool(renderers=[r_lanes], tooltips=[("cpu", "@cpu"), ("state", "@label"),
                                                                   ("from", "@start ms"), ("to", "@end ms")]))
         lanes.add_tools(HoverTool(renderers=[r_wakes, r_faults, r_over], tooltips=[("", "@text")]))
@@ -296,8 +296,7 @@ class TimelineView(ipw.VBox):
         """``send``, then show the source's renderers only while it has data."""
         send(src, data)
         shown = bool(next(iter(data.values()), []))
-        rends = self._shown[id(src)]
-        for r in rends if isinstance(rends, list) else [rends]:
+        for r in self._shown[id(src)]:
             if r.visible != shown:
                 r.visible = shown
 

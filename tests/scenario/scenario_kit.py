@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -220,3 +221,14 @@ def main_in_process(argv: list[str], capsys) -> subprocess.CompletedProcess:
         code = exc.code
     out, err = capsys.readouterr()
     return subprocess.CompletedProcess(argv, code, out, err)
+
+
+def saved_trace(folder: Path, seed: int) -> Path:
+    """A finished workshop run with the hlt fix, saved as ``good.json`` in ``folder``."""
+    from lab import trace
+
+    path = folder / "good.json"
+    r = Resume(preset="workshop", fix="hlt", seed=seed)
+    r.run()
+    trace.save(r, path)
+    return path

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from lab import trace
 from lab.scenario import Resume
-from scenario_kit import main_in_process
+from scenario_kit import main_in_process, saved_trace
 
 FUZZ = settings(max_examples=50, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -159,11 +159,7 @@ def test_arbitrary_tokens(argv: list[str], capsys, bounded) -> None:
 
 @pytest.fixture(scope="module")
 def good_trace(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("fuzz") / "good.json"
-    r = Resume(preset="workshop", fix="hlt", seed=2)
-    r.run()
-    trace.save(r, path)
-    return path
+    return saved_trace(tmp_path_factory.mktemp("fuzz"), seed=2)
 
 
 def test_good_values_run(capsys, tmp_path: Path) -> None:

@@ -20,8 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lab import trace
-from lab.scenario import Resume
-from scenario_kit import main_in_process
+from scenario_kit import main_in_process, saved_trace
 
 REPO = Path(__file__).resolve().parents[2]
 PREFIX = "python -m lab: error: "
@@ -57,11 +56,7 @@ def proc(cmd: list[str], **kw) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def good_trace(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("rel") / "good.json"
-    r = Resume(preset="workshop", fix="hlt", seed=4)
-    r.run()
-    trace.save(r, path)
-    return path
+    return saved_trace(tmp_path_factory.mktemp("rel"), seed=4)
 
 
 def edited(good: Path, tmp_path: Path, edit) -> Path:
