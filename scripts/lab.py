@@ -100,6 +100,8 @@ def lab_command(port: int, workspaces_dir: str, notebook: str) -> list[str]:
         # The machine may have no network: don't fetch news or update checks.
         "--LabApp.news_url=None",
         "--LabApp.check_for_updates_class=jupyterlab.handlers.announcements.NeverCheckForUpdate",
+        # a click's reply leaves at once instead of waiting for a delayed ACK (widgets.kernel_socket)
+        "--ServerApp.kernel_websocket_connection_class=widgets.kernel_socket.NoDelayConnection",
     ]
     if os.geteuid() == 0:
         cmd.append("--allow-root")

@@ -207,6 +207,8 @@ def test_security_options_are_on_the_command_line() -> None:
                    "--ServerApp.allow_remote_access=False"):
         assert option in cmd
     assert not any("token" in part.lower() for part in cmd)  # the token never shows in `ps`
+    # kernel websockets without Nagle's algorithm (widgets/kernel_socket.py)
+    assert "--ServerApp.kernel_websocket_connection_class=widgets.kernel_socket.NoDelayConnection" in cmd
     assert ("--allow-root" in cmd) == (os.geteuid() == 0)
 
 
