@@ -24,27 +24,126 @@ from .walk_view import WalkView
 
 _bokeh_loaded = False
 
-#: jupyter_bokeh 4.1's BokehView sends every change of its BokehJS document back to the kernel,
-#: the changes the kernel itself sent too (BokehJS marks those ``sync: false``, and the Bokeh
-#: server's client drops them; jupyter_bokeh does not): each Step's figure data came back, a
-#: second round trip and a deserialization in the kernel, and a late echo could put an older
-#: value back.  This drops the changes marked not to be synced, as the Bokeh server does; the
-#: learner's own changes (a tap, a zoom) still reach the kernel.
-NO_ECHO_JS = """
-(function labNoEcho(tries) {
+#: Changes to BokehJS (3.9), applied once per page, each by name in ``window.__labBokehPatches``
+#: (true, or why it could not be applied; the browser test asserts they all applied, so that an
+#: upgrade of Bokeh that moves these internals is noticed):
+#:
+#: * "no echo": jupyter_bokeh 4.1's BokehView sends every change of its BokehJS document back to
+#:   the kernel, the changes the kernel itself sent too (BokehJS marks those ``sync: false``, and
+#:   the Bokeh server's client drops them; jupyter_bokeh does not): each Step's figure data came
+#:   back, a second round trip and a deserialization in the kernel, and a late echo could put an
+#:   older value back.  This drops the changes marked not to be synced, as the Bokeh server
+#:   does; the learner's own changes (a tap, a zoom) still reach the kernel.
+#: * "overlay glyphs clipped": glyphs on Bokeh's overlay layer are clipped to the plot's frame,
+#:   as glyphs on the other layers are (BokehJS clips only annotations there).  The timeline
+#:   draws each CPU's current segment on that layer (widgets.timeline.Layer); unclipped, they
+#:   ran over the axis.
+#: The others change no pixel; they take the cost of a repaint, most of what a Step click costs
+#: in the browser beyond a trivial button (issue 10; measured in a Chromium trace of Step clicks):
+#: * "style read once per task": every visual reads its CSS variables (``--bk-line-color`` ...)
+#:   with ``getComputedStyle`` on every paint, and the plot its font size; each read after a
+#:   change to the page forces a style recalculation (1-2 ms each with JupyterLab's style
+#:   sheets, five or six per repaint).  A value read once is kept until the task ends: nothing
+#:   changes CSS variables in the middle of a paint.
+#: * "unchanged style sheet": every renderer rewrites its position style sheet on every paint,
+#:   the same text mostly, and the browser re-parses it and invalidates styles; an unchanged
+#:   text is now left alone.
+#: * "hatch image reused": a glyph's hatch pattern image (a canvas) was drawn again, for each of
+#:   its five glyph variants, whenever its data changed; it is kept while the pattern, colour,
+#:   alpha, scale, weight and pixel ratio stay the same.
+#: * "no invisible text outline": every text label was also stroked with its outline colour,
+#:   transparent unless one is set; a transparent outline is no longer stroked.
+BOKEH_PATCHES_JS = r"""
+(function labBokehPatches(tries) {
   const B = window.Bokeh;
   if (B === undefined || typeof B.require !== "function") {
-    if (tries < 400) { setTimeout(() => labNoEcho(tries + 1), 50); }
+    if (tries < 400) { setTimeout(() => labBokehPatches(tries + 1), 50); }
     return;
   }
-  const proto = B.require("document").Document.prototype;
-  if (proto.__labNoEcho) { return; }
-  const trigger = proto._trigger_on_change;
-  proto._trigger_on_change = function (event) {
-    if (event.sync === false) { return; }
-    return trigger.call(this, event);
+  if (B.__labPatches !== undefined) { return; }
+  const applied = {};
+  B.__labPatches = window.__labBokehPatches = applied;
+  const patch = (name, apply) => {
+    try { apply(); applied[name] = true; } catch (error) { applied[name] = String(error); }
   };
-  proto.__labNoEcho = true;
+  patch("no echo", () => {
+    const doc = B.require("document").Document.prototype;
+    const trigger = doc._trigger_on_change;
+    doc._trigger_on_change = function (event) {
+      if (event.sync === false) { return; }
+      return trigger.call(this, event);
+    };
+  });
+  let memo = null;  // owner -> key -> value, for the rest of the task
+  const once = (owner, key, read) => {
+    if (memo === null) { memo = new Map(); queueMicrotask(() => { memo = null; }); }
+    let values = memo.get(owner);
+    if (values === undefined) { values = new Map(); memo.set(owner, values); }
+    let value = values.get(key);
+    if (value === undefined) { value = read(); values.set(key, value); }
+    return value;
+  };
+  patch("style read once per task", () => {
+    const visual = B.require("core/visuals/visual").VisualProperties.prototype;
+    const cssValue = visual._get_css_value;
+    visual._get_css_value = function (name) {
+      return once(this.obj.el, this.css_prefix + name, () => cssValue.call(this, name));
+    };
+    const plot = B.require("models/plots/plot_canvas").PlotView.prototype;
+    const fontSize = Object.getOwnPropertyDescriptor(plot, "base_font_size").get;
+    Object.defineProperty(plot, "base_font_size", {
+      configurable: true,
+      get() { return once(this.el, "font-size", () => fontSize.call(this)); },
+    });
+  });
+  patch("unchanged style sheet", () => {
+    const sheet = B.require("core/dom").InlineStyleSheet.prototype;
+    const setText = sheet._update;
+    sheet._update = function (css) {
+      if (this.el.textContent !== css) { setText.call(this, css); }
+    };
+  });
+  patch("hatch image reused", () => {
+    const hatch = B.require("core/visuals/hatch").HatchVector.prototype;
+    const update = hatch.update;
+    hatch.update = function () {
+      const uniforms = [this.hatch_pattern, this.hatch_color, this.hatch_alpha, this.hatch_scale, this.hatch_weight];
+      const key = uniforms.every((u) => u.is_Scalar())
+        ? JSON.stringify([...uniforms.map((u) => u.value), window.devicePixelRatio]) : null;
+      const last = this._hatch_image;
+      if (key !== null && key === this.__labHatchKey && last !== undefined && last.is_scalar && last.value != null) {
+        this._update_iteration++;
+        this._hatch_image = new last.constructor(last.value, this.hatch_color.length);
+        return;
+      }
+      update.call(this);
+      this.__labHatchKey = key;
+    };
+  });
+  patch("overlay glyphs clipped", () => {
+    const view = B.require("models/renderers/glyph_renderer").GlyphRendererView.prototype;
+    let owner = view;
+    while (owner !== null && Object.getOwnPropertyDescriptor(owner, "needs_clip") === undefined) {
+      owner = Object.getPrototypeOf(owner);
+    }
+    const base = Object.getOwnPropertyDescriptor(owner, "needs_clip").get;
+    Object.defineProperty(view, "needs_clip", {
+      configurable: true,
+      get() { return this.model.level === "overlay" || base.call(this); },
+    });
+  });
+  patch("no invisible text outline", () => {
+    const box = B.require("core/graphics").TextBox.prototype;
+    const paint = box.paint;
+    const clear = /^(transparent|rgba?\(.*[\/,]\s*0(\.0*)?\s*\))$/;
+    box.paint = function (ctx) {
+      if (this.outline_width > 0 && !clear.test(String(this.outline_color))) { return paint.call(this, ctx); }
+      const own = Object.prototype.hasOwnProperty.call(ctx, "strokeText");
+      const stroke = ctx.strokeText;
+      ctx.strokeText = () => {};
+      try { return paint.call(this, ctx); } finally { if (own) { ctx.strokeText = stroke; } else { delete ctx.strokeText; } }
+    };
+  });
 })(0);
 """
 
@@ -68,7 +167,7 @@ def setup(force: bool = True) -> bool:
     from bokeh.io import notebook as bokeh_notebook
 
     output_notebook(INLINE, hide_banner=True)
-    bokeh_notebook.publish_display_data({"application/javascript": NO_ECHO_JS})
+    bokeh_notebook.publish_display_data({"application/javascript": BOKEH_PATCHES_JS})
     _bokeh_loaded = True
     return True
 

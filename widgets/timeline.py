@@ -7,10 +7,15 @@ Readable without colour: every state has a hatch pattern and a legend entry (Oka
 wide segments carry the state's name, markers differ by shape.  The figures stretch to the
 width they are given.  The view opens on the last wake-to-fault window (widened so that the
 C-state exit shows), with the whole run one click away (``.zoom``).  A step that moves nothing by
-a pixel sends nothing (the open segments end within 1/SUBPIXEL of the window before now)."""
+a pixel sends nothing (the open segments end within 1/SUBPIXEL of the window before now).
+
+Each CPU's current segment, growing with time, is drawn (with the phase lines and the markers
+over it) on Bokeh's overlay layer, a canvas of its own; the segments that have ended are drawn
+under it and change only when a CPU changes state or the window moves.  Most steps only extend
+the current segments, and BokehJS then repaints the overlay alone (``Layer``)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import ipywidgets as ipw
 import numpy as np
@@ -35,9 +40,53 @@ PLOT_PX = 900  # the width assumed when placing labels (the figure stretches aro
 SUBPIXEL = 8000
 
 
+class Layer:
+    """The lanes' segments of one kind, with their hatches and their names: ``.lanes`` (the
+    quads), ``.hatches`` (pattern -> the quads that carry it), ``.text`` (the names of the
+    segments wide enough), drawn on Bokeh's ``level`` ("overlay": a layer of its own canvas)."""
+
+    COLUMNS = ("left", "right", "bottom", "top", "color", "hatch", "label", "cpu", "start", "end")
+
+    def __init__(self, name: str, level: str) -> None:
+        tag = "" if name == "ended" else f"-{name}"
+        self.level = level
+        self.lanes = ColumnDataSource(name=f"timeline-lanes{tag}", data={k: [] for k in self.COLUMNS})
+        self.text = ColumnDataSource(name=f"timeline-lane-text{tag}", data=dict(x=[], y=[], text=[]))
+        # the hatch of each state is drawn over the lanes by a renderer of its own pattern (states
+        # that share a pattern share it): a pattern per quad (a column of patterns) made BokehJS
+        # build a canvas for each quad, five times (its glyph variants), on every update
+        self.hatches = {hatch: ColumnDataSource(name=f"timeline-hatch{tag}-{hatch}",
+                                                data=dict(left=[], right=[], bottom=[], top=[]))
+                        for hatch in dict.fromkeys(h for _c, h, _s in STATE_STYLES.values() if h.strip())}
+
+    def draw(self, fig: Any, shown: dict[int, list[Any]]) -> Any:
+        """Add the renderers to ``fig`` (each hidden until its source has data: ``shown``, id of
+        a source -> its renderers); returns the lanes' renderer (for the hover tool)."""
+        quads = dict(left="left", right="right", bottom="bottom", top="top", level=self.level, visible=False)
+        r_lanes = fig.quad(fill_color="color", line_color="#000000", line_width=0.5, source=self.lanes, **quads)
+        shown[id(self.lanes)] = [r_lanes]
+        for hatch, src in self.hatches.items():
+            shown[id(src)] = [fig.quad(fill_color=None, line_color=None, hatch_pattern=hatch, hatch_color="#000000",
+                                       hatch_alpha=0.55, hatch_scale=8, source=src, **quads)]
+        shown[id(self.text)] = [fig.text(
+            x="x", y="y", text="text", text_font_size="8pt", text_align="left", text_baseline="middle",
+            text_color="#000000", background_fill_color="#ffffff", background_fill_alpha=0.8, source=self.text,
+            level=self.level, visible=False)]
+        return r_lanes
+
+    def send(self, rows: dict[str, list], text: dict[str, list], send_shown: Callable[[ColumnDataSource, dict], None]) -> None:
+        send_shown(self.lanes, rows)
+        for hatch, src in self.hatches.items():
+            pick = [i for i, h in enumerate(rows["hatch"]) if h == hatch]
+            send_shown(src, {k: [rows[k][i] for i in pick] for k in ("left", "right", "bottom", "top")})
+        send_shown(self.text, text)
+
+
 class TimelineView(ipw.VBox):
-    """``.lanes`` (segments), ``.wakes``, ``.faults``, ``.phases`` and ``.progress`` are its
-    ColumnDataSources; ``.segments[cpu]`` the lanes as [start_ns, end_ns or None, label]."""
+    """``.lanes`` (the segments that have ended), ``.open_lanes`` (each CPU's current one, on
+    the overlay layer), ``.wakes``, ``.faults``, ``.phases`` and ``.progress`` are its
+    ColumnDataSources (``.rows()``: both lanes as one table); ``.segments[cpu]`` the lanes as
+    [start_ns, end_ns or None, label]."""
 
     def __init__(self, resume: Resume, width: int | None = None, zoom: str = "wake to fault",
                  progress_inline: bool = True) -> None:
@@ -52,9 +101,12 @@ class TimelineView(ipw.VBox):
             check_int("width", width, 400, 4000)
         if zoom not in ZOOMS:
             raise ValueError(f"zoom must be one of {', '.join(ZOOMS)}, got {zoom!r}")
-        self.lanes = ColumnDataSource(name="timeline-lanes", data=dict(
-            left=[], right=[], bottom=[], top=[], color=[], hatch=[], label=[], cpu=[], start=[], end=[]))
-        self.lane_text = ColumnDataSource(name="timeline-lane-text", data=dict(x=[], y=[], text=[]))
+        # a step mostly only extends each CPU's current segment: those are drawn by renderers of
+        # their own on Bokeh's overlay layer, over the ended ones, so that such a step repaints
+        # only that layer (a few quads), not the whole figure
+        self.layers = {"ended": Layer("ended", "glyph"), "open": Layer("open", "overlay")}
+        self.lanes, self.lane_text = self.layers["ended"].lanes, self.layers["ended"].text
+        self.open_lanes, self.open_text = self.layers["open"].lanes, self.layers["open"].text
         self.wakes = ColumnDataSource(name="timeline-wakes", data=dict(x=[], y=[], text=[]))
         self.faults = ColumnDataSource(name="timeline-faults", data=dict(x=[], y=[], text=[]))
         self.overwrites = ColumnDataSource(name="timeline-overwrites", data=dict(x=[], y=[], text=[]))
@@ -68,38 +120,26 @@ class TimelineView(ipw.VBox):
                        x_axis_label="t (ms): CPU run states over simulated time",
                        x_range=Range1d(0, 1), y_range=Range1d(n - 0.5, -2.2), min_border_right=10, **size)
         lanes.ygrid.visible = False
-        r_lanes = lanes.quad(left="left", right="right", bottom="bottom", top="top", fill_color="color",
-                             line_color="#000000", line_width=0.5, source=self.lanes)
-        # the hatch of each state is drawn over the lanes by a renderer of its own pattern (states
-        # that share a pattern share it): a pattern per quad (a column of patterns) made BokehJS
-        # build a canvas for each quad, five times (its glyph variants), on every update
-        self.hatches: dict[str, ColumnDataSource] = {}  # pattern -> its quads
         self._shown: dict[int, list[Any]] = {}  # id(source) -> its renderers, drawn only while it has data
-        for hatch in dict.fromkeys(h for _c, h, _s in STATE_STYLES.values() if h.strip()):
-            self.hatches[hatch] = src = ColumnDataSource(name=f"timeline-hatch-{hatch}",
-                                                         data=dict(left=[], right=[], bottom=[], top=[]))
-            self._shown[id(src)] = [lanes.quad(
-                left="left", right="right", bottom="bottom", top="top", fill_color=None, line_color=None,
-                hatch_pattern=hatch, hatch_color="#000000", hatch_alpha=0.55, hatch_scale=8, source=src, visible=False)]
-        r_text = lanes.text(x="x", y="y", text="text", text_font_size="8pt", text_align="left",
-                            text_baseline="middle", text_color="#000000", background_fill_color="#ffffff",
-                            background_fill_alpha=0.8, source=self.lane_text, visible=False)
+        r_lanes = [layer.draw(lanes, self._shown) for layer in self.layers.values()]
+        # phase lines and markers go over the current segments: on the overlay layer too (a few items)
+        over = dict(level="overlay", visible=False)
         r_phase = lanes.segment(x0="x", x1="x", y0="y0", y1="y1", line_color="#555555", line_dash="dashed",
-                                source=self.phases, visible=False)
+                                source=self.phases, **over)
         r_phase_text = lanes.text(x="x", y="ty", text="name", text_font_size="8pt", x_offset=2,
-                                  text_baseline="middle", text_color="#333333", source=self.phases, visible=False)
+                                  text_baseline="middle", text_color="#333333", source=self.phases, **over)
         r_wakes = lanes.scatter(x="x", y="y", marker="triangle", size=12, fill_color=OKABE_ITO["yellow"],
-                                line_color="#000000", source=self.wakes, visible=False)
+                                line_color="#000000", source=self.wakes, **over)
         r_over = lanes.scatter(x="x", y="y", marker="diamond", size=14, fill_color=OKABE_ITO["orange"],
-                               line_color="#000000", line_width=1.5, source=self.overwrites, visible=False)
+                               line_color="#000000", line_width=1.5, source=self.overwrites, **over)
         r_faults = lanes.scatter(x="x", y="y", marker="x", size=16, line_width=3, line_color=OKABE_ITO["vermillion"],
-                                 source=self.faults, visible=False)
+                                 source=self.faults, **over)
         # a renderer without data is hidden: BokehJS still worked out its visuals (CSS lookups
         # included) on every repaint, and a Step repaints the figure
-        for src, *rends in ((self.lane_text, r_text), (self.phases, r_phase, r_phase_text), (self.wakes, r_wakes),
+        for src, *rends in ((self.phases, r_phase, r_phase_text), (self.wakes, r_wakes),
                             (self.overwrites, r_over), (self.faults, r_faults)):
             self._shown[id(src)] = rends
-        lanes.add_tools(HoverTool(renderers=[r_lanes], tooltips=[("cpu", "@cpu"), ("state", "@label"),
+        lanes.add_tools(HoverTool(renderers=r_lanes, tooltips=[("cpu", "@cpu"), ("state", "@label"),
                                                                   ("from", "@start ms"), ("to", "@end ms")]))
         lanes.add_tools(HoverTool(renderers=[r_wakes, r_faults, r_over], tooltips=[("", "@text")]))
         # the legend is HTML next to the zoom buttons, drawn once: in the canvas, BokehJS measured
@@ -252,14 +292,13 @@ class TimelineView(ipw.VBox):
         if key == self._drawn:
             return
         self._drawn = key
-        rows: dict[str, list] = {k: [] for k in ("left", "right", "bottom", "top", "color", "hatch", "label", "cpu",
-                                                 "start", "end")}
-        text: dict[str, list] = {"x": [], "y": [], "text": []}
+        parts = {name: ({k: [] for k in Layer.COLUMNS}, {"x": [], "y": [], "text": []}) for name in self.layers}
         min_w = 0.08 * (hi - lo)
         for c, segs in self.segments.items():
             for start, end, label in segs:
                 if start > now:
                     continue
+                rows, text = parts["open" if end is None or end > now else "ended"]
                 stop = now if end is None else min(end, now)
                 rows["left"].append(start / 1e6)
                 rows["right"].append(max(stop, start) / 1e6)
@@ -276,11 +315,8 @@ class TimelineView(ipw.VBox):
                     text["x"].append(a + 0.01 * (hi - lo))
                     text["y"].append(c)
                     text["text"].append(label)
-        send(self.lanes, rows)
-        for hatch, src in self.hatches.items():
-            pick = [i for i, h in enumerate(rows["hatch"]) if h == hatch]
-            self._send_shown(src, {k: [rows[k][i] for i in pick] for k in ("left", "right", "bottom", "top")})
-        self._send_shown(self.lane_text, text)
+        for name, layer in self.layers.items():
+            layer.send(*parts[name], self._send_shown)
         for src, items in ((self.wakes, self._wakes), (self.faults, self._faults), (self.overwrites, self._overwrites)):
             self._send_shown(src, dict(x=[t / 1e6 for t, _, _ in items], y=[c for _, c, _ in items],
                                  text=[s for _, _, s in items]))
@@ -338,6 +374,12 @@ class TimelineView(ipw.VBox):
             self._drawn = None
             self.update(self.resume)
         return lo, hi
+
+    def rows(self) -> dict[str, list]:
+        """Every segment drawn (both layers) as one table, in order of CPU and start."""
+        parts = [layer.lanes.data for layer in self.layers.values()]
+        order = sorted((d["cpu"][i], d["start"][i], j, i) for j, d in enumerate(parts) for i in range(len(d["cpu"])))
+        return {k: [parts[j][k][i] for _c, _s, j, i in order] for k in Layer.COLUMNS}
 
     def current_labels(self) -> dict[int, str]:
         return {c: segs[-1][2] for c, segs in self.segments.items()}

@@ -347,6 +347,9 @@ def test_one_screen_the_overwrite_under_the_sleeping_cpu(lab_server, small_page,
     assert ui.errors() == []
     js_errors = [line for line in page.console_lines if line.startswith(("[pageerror]", "[error]"))]
     assert js_errors == [], "JavaScript errors in the page:\n" + "\n".join(js_errors)
+    # the lab's changes to BokehJS (widgets.lab_view.BOKEH_PATCHES_JS) all found what they change
+    patches = page.evaluate("() => window.__labBokehPatches")
+    assert patches and all(v is True for v in patches.values()), f"BokehJS patches not applied: {patches}"
 
     report = {"what": f"click to changed text and an idle kernel, then the next animation frame (ms), {RATIO_PAIRS} "
                       "clicks each, the trivial button and Step taking turns",

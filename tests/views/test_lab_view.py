@@ -68,7 +68,7 @@ with mock.patch.object(IPython, "get_ipython", lambda: FakeShell()), \
     import widgets
     assert widgets.setup() is True
 blob = json.dumps(published, default=str)
-print("cdn.bokeh.org" in blob, "Bokeh" in blob, len(blob) > 500_000, "__labNoEcho" in blob)
+print("cdn.bokeh.org" in blob, "Bokeh" in blob, len(blob) > 500_000, "__labBokehPatches" in blob)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

@@ -241,7 +241,7 @@ def test_readable_without_colour(stopped: widgets.ResumeLab) -> None:
     pairs = [(c, h) for c, h in memory_map.DISPLAY_STYLES.values()]
     assert len(set(pairs)) == len(pairs)
     assert len({h for _, h in pairs if h.strip()}) >= 8, "memory-map categories carry patterns"
-    lanes = stopped.timeline.lanes.data
+    lanes = stopped.timeline.rows()
     assert all(STATE_STYLES.get(label, ("", "?"))[1] == h for label, h in zip(lanes["label"], lanes["hatch"]))
     legend = stopped.timeline.legend.value
     assert all(f"</span>{name}</span>" in legend for name in ("wake-up", "table overwritten", "fault", "running",

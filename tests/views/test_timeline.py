@@ -9,7 +9,7 @@ from widgets.timeline import SUBPIXEL
 
 def lanes_consistent(lab: widgets.ResumeLab) -> None:
     r, tl = lab.resume, lab.timeline
-    d = tl.lanes.data
+    d = tl.rows()
     assert len({len(v) for v in d.values()}) == 1
     for c in range(r.config.cpus):
         mine = [(s, e, lab_) for s, e, lab_, cpu in zip(d["start"], d["end"], d["label"], d["cpu"]) if cpu == c]
@@ -29,14 +29,14 @@ def test_lanes_follow_the_run(report_lab: widgets.ResumeLab) -> None:
     while r.phase != "copy":
         s.next_button.click()
         lanes_consistent(report_lab)
-    labels = set(report_lab.timeline.lanes.data["label"])
+    labels = set(report_lab.timeline.rows()["label"])
     assert "mwait C6" in labels and "running" in labels
     s.target.value = "wake-up"
     s.next_button.click()
     lanes_consistent(report_lab)
     wakes = [e for e in r.events if e.kind == "wake"]
     assert len(report_lab.timeline.wakes.data["x"]) == len(wakes) >= 1
-    assert "waking" in report_lab.timeline.lanes.data["label"]
+    assert "waking" in report_lab.timeline.rows()["label"]
 
 
 def test_faults_and_progress_after_the_fault(faulted_lab: widgets.ResumeLab) -> None:
@@ -56,11 +56,11 @@ def test_faults_and_progress_after_the_fault(faulted_lab: widgets.ResumeLab) -> 
 
 def test_no_rows_added_without_progress(faulted_lab: widgets.ResumeLab) -> None:
     tl = faulted_lab.timeline
-    before = {k: list(v) for k, v in tl.lanes.data.items()}
+    before = tl.rows()
     sizes = [len(src.data[next(iter(src.data))]) for src in (tl.wakes, tl.faults, tl.phases, tl.progress)]
     for _ in range(5):
         tl.update(faulted_lab.resume)
-    assert {k: list(v) for k, v in tl.lanes.data.items()} == before
+    assert tl.rows() == before
     assert [len(src.data[next(iter(src.data))]) for src in (tl.wakes, tl.faults, tl.phases, tl.progress)] == sizes
 
 
@@ -85,4 +85,29 @@ def test_a_step_that_moves_nothing_by_a_pixel_sends_nothing(report_lab: widgets.
     before = tl.bokeh.patches_sent
     s.next_button.click()
     assert tl.bokeh.patches_sent > before
+    lanes_consistent(report_lab)
+
+
+def test_a_step_that_only_extends_the_current_segments_touches_only_the_overlay(report_lab: widgets.ResumeLab) -> None:
+    """Each CPU's current segment is drawn on Bokeh's overlay layer (widgets.timeline.Layer): a
+    step that changes no state, no marker and not the window sends those quads only, so that
+    BokehJS repaints that layer, not the ended segments under it."""
+    s, tl = report_lab.stepper, report_lab.timeline
+    still = [tl.lanes, tl.lane_text, *tl.layers["ended"].hatches.values(), tl.phases, tl.wakes, tl.faults,
+             tl.overwrites]
+    over = (tl.phases, tl.wakes, tl.faults, tl.overwrites, tl.open_lanes, tl.open_text, *tl.layers["open"].hatches.values())
+    assert {r.level for r in tl.lanes_figure.renderers if r.data_source in over} == {"overlay"}
+    assert {r.level for r in tl.lanes_figure.renderers if r.data_source not in over} == {"glyph"}
+    checked = 0
+    while checked < 5 and not report_lab.resume.finished:
+        shape = (sum(len(x) for x in tl.segments.values()), tl.window(), len(tl._phases), len(tl._wakes),
+                 len(tl._faults), len(tl._overwrites))
+        data, opened = [src.data for src in still], tl.open_lanes.data
+        s.step_button.click()
+        after = (sum(len(x) for x in tl.segments.values()), tl.window(), len(tl._phases), len(tl._wakes),
+                 len(tl._faults), len(tl._overwrites))
+        if after == shape and tl.open_lanes.data is not opened:
+            assert [src.name for src, d in zip(still, data) if src.data is not d] == []
+            checked += 1
+    assert checked == 5, "the run gave no steps that only extend the current segments"
     lanes_consistent(report_lab)
