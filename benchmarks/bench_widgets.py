@@ -212,33 +212,39 @@ def bench_watch_overhead_default():
     }
 
 
-def bench_browser_step_vs_trivial_button():
-    """Step click to idle against a trivial ipywidgets button in the same Chromium session, as
-    measured by tests/browser/test_browser_the_bug.py::test_one_screen_... (written to
-    test-artifacts/browser-step-vs-trivial.json; run the browser test first).  Reports the
-    ratio of medians (target <= 1.2); no target on the time itself."""
+def _browser_ratio(artifact: str, server: str) -> dict:
     import json
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "test-artifacts" / "browser-step-vs-trivial.json"
+    path = Path(__file__).resolve().parents[1] / "test-artifacts" / artifact
+    name = f"browser: Step click to idle / trivial button, {server} (ratio of medians)"
     if not path.is_file():
-        return {"name": "browser: Step click / trivial button (run the browser test first)", "median_us": 0.0,
-                "ok": True, "measured": False}
+        return {"name": f"{name}: run the browser test first", "median_us": 0.0, "ok": True, "measured": False}
     d = json.loads(path.read_text(encoding="utf-8"))
     return {
-        # issue 10 asks for <= 1.2.  Measured with the buttons taking turns (30 clicks each), the
-        # medians' ratio is 1.06 to 1.28 here: both clicks mostly wait for the same 5 frames
-        # (80 ms), the trivial one sometimes only 2-3.  That plateau is TCP: jupyter_server's
-        # kernel websocket leaves Nagle's algorithm on, so a reply of several small frames waits
-        # for a delayed ACK (40 ms).  With TCP_NODELAY set (tried by hand, not shipped) the
-        # trivial click is 30 ms and Step 50-60 ms (ratio 1.6-2.0): about 12 ms for the views'
-        # HTML and the kernel, 14 ms for BokehJS repainting the timeline (a step that moves no
-        # pixel sends nothing, so most steps of a run skip that part).  Reported, not failed.
-        "name": "browser: Step click to idle / trivial button (ratio; target 1.2 open, issue 10)",
+        "name": name,
         "median_us": d["median_step_ms"] * 1e3,
-        "ok": True,
-        "meets_target": d["ratio"] <= TARGET_BROWSER_RATIO,
+        "ok": d["ratio"] <= TARGET_BROWSER_RATIO,
         "ratio": d["ratio"],
         "target_ratio": TARGET_BROWSER_RATIO,
         "trivial_median_us": d["median_trivial_ms"] * 1e3,
     }
+
+
+def bench_browser_step_vs_trivial_button_stock_server():
+    """Step click to idle against a trivial ipywidgets button in the same Chromium session, in a
+    JupyterLab with jupyter_server's own kernel websocket (where issue 10 measured 1.56), as
+    tests/browser/test_browser_the_bug.py::test_step_vs_trivial_on_a_stock_jupyter_server
+    measured it (run the browser test first).  Target <= 1.2.  Both clicks mostly wait for a
+    delayed ACK there (Nagle's algorithm, 40 ms): about 80 ms, the trivial one sometimes 30."""
+    return _browser_ratio("browser-step-vs-trivial-stock.json", "stock jupyter_server")
+
+
+def bench_browser_step_vs_trivial_button_lab_server():
+    """The same in the lab's JupyterLab (make lab, Binder), whose kernel websocket has Nagle's
+    algorithm off (widgets/kernel_socket.py): both clicks about 35 ms faster, the floor a
+    trivial button's 30 ms, so the ratio is larger for the same work.  Target <= 1.2, missed:
+    about 1.5 (Step 45-48 ms).  With the timeline's update switched off Step takes the trivial
+    button's time; BokehJS's drawing is not what costs (docs/architecture.md, "The Step click
+    against a trivial button")."""
+    return _browser_ratio("browser-step-vs-trivial.json", "the lab's server (TCP_NODELAY)")

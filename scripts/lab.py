@@ -85,9 +85,11 @@ class InsecureServer(RuntimeError):
     """The server answered a request it must refuse (or listens beyond 127.0.0.1)."""
 
 
-def lab_command(port: int, workspaces_dir: str, notebook: str) -> list[str]:
+def lab_command(port: int, workspaces_dir: str, notebook: str, nodelay: bool = True) -> list[str]:
     """The jupyter lab command line (the token is in the private config directory and the
-    environment, not here, so it does not show in `ps`)."""
+    environment, not here, so it does not show in `ps`).  ``nodelay`` False: jupyter_server's
+    own kernel websocket, as a JupyterLab not started by this script has (the browser test
+    compares the two)."""
     cmd = [
         sys.executable, "-m", "jupyterlab",
         *SECURITY_OPTIONS,
@@ -100,9 +102,9 @@ def lab_command(port: int, workspaces_dir: str, notebook: str) -> list[str]:
         # The machine may have no network: don't fetch news or update checks.
         "--LabApp.news_url=None",
         "--LabApp.check_for_updates_class=jupyterlab.handlers.announcements.NeverCheckForUpdate",
-        # a click's reply leaves at once instead of waiting for a delayed ACK (widgets.kernel_socket)
-        "--ServerApp.kernel_websocket_connection_class=widgets.kernel_socket.NoDelayConnection",
     ]
+    if nodelay:  # a click's reply leaves at once instead of waiting for a delayed ACK (widgets.kernel_socket)
+        cmd.append("--ServerApp.kernel_websocket_connection_class=widgets.kernel_socket.NoDelayConnection")
     if os.geteuid() == 0:
         cmd.append("--allow-root")
     return cmd
@@ -267,13 +269,14 @@ def start_lab(
     notebook: str = DEFAULT_NOTEBOOK,
     ready_timeout: float = 90,
     log=None,
+    nodelay: bool = True,
 ) -> LabServer:
     """Start JupyterLab and return once it answers /api/status and has refused the requests it
     must refuse (InsecureServer, after stopping it, if it did not).
 
     port: None picks 8888 or the next free one. token: None takes
     JUPYTER_TOKEN or makes a random one. log: a file to send the server's
-    output to (None: this process's stdout/stderr).
+    output to (None: this process's stdout/stderr). nodelay: as for lab_command.
     """
     token = token or os.environ.get("JUPYTER_TOKEN") or secrets.token_hex(24)
     port = port or free_port()
@@ -281,7 +284,7 @@ def start_lab(
     config_dir = write_private_config(token)
     env = child_env(token, config_dir)
     process = subprocess.Popen(
-        lab_command(port, workspaces_dir, notebook),
+        lab_command(port, workspaces_dir, notebook, nodelay),
         cwd=REPO,
         env=env,
         stdin=subprocess.DEVNULL,

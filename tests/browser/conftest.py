@@ -4,6 +4,7 @@
   fresh workspace (scripts/lab.py) and a fresh user-settings directory with
   autosave off, so running the notebook in the browser never writes it
   back into the repository. Its log goes to test-artifacts/.
+  `stock_lab_server`: the same with jupyter_server's own kernel websocket.
 * `chromium`: the system Chromium (/usr/bin/chromium) through Playwright.
   Where there is none (or Playwright is missing) the test is skipped, and the
   reason says why; but with CI set, a missing browser fails the test.
@@ -116,25 +117,22 @@ def chromium(artifacts):
         playwright.stop()
 
 
-@pytest.fixture(scope="module")
-def lab_server(artifacts, request):
-    """A JupyterLab server for this module's notebook (the module sets
-    NOTEBOOK to a path relative to the repository)."""
-    notebook = getattr(request.module, "NOTEBOOK", "notebooks/00-welcome.ipynb")
+def _lab_server(artifacts: Path, notebook: str, nodelay: bool, log_name: str):
+    """JupyterLab via the launcher, with the test's settings; yields it, stops it."""
     launcher = load_launcher()
     settings = Path(tempfile.mkdtemp(prefix="hibernation-lab-settings-"))
     for rel, values in LAB_SETTINGS.items():
         path = settings / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(values), encoding="utf-8")
-    log = open(artifacts / "browser-jupyterlab.log", "w", encoding="utf-8")
+    log = open(artifacts / log_name, "w", encoding="utf-8")
     saved = {k: os.environ.get(k) for k in ("JUPYTERLAB_SETTINGS_DIR", "PYTHONPATH")}
     os.environ["JUPYTERLAB_SETTINGS_DIR"] = str(settings)  # start_lab passes our environment on
     # the kernel runs in notebooks/: without this, `import widgets` finds whatever checkout the
     # environment was installed from (an editable install of another worktree), not this one
     os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO)] + ([saved["PYTHONPATH"]] if saved["PYTHONPATH"] else []))
     try:
-        server = launcher.start_lab(notebook=notebook, ready_timeout=120, log=log)
+        server = launcher.start_lab(notebook=notebook, ready_timeout=120, log=log, nodelay=nodelay)
     except BaseException:
         log.close()
         shutil.rmtree(settings, ignore_errors=True)
@@ -145,12 +143,30 @@ def lab_server(artifacts, request):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    yield server
     try:
-        server.stop()
+        yield server
     finally:
-        log.close()
-        shutil.rmtree(settings, ignore_errors=True)
+        try:
+            server.stop()
+        finally:
+            log.close()
+            shutil.rmtree(settings, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def lab_server(artifacts, request):
+    """A JupyterLab server for this module's notebook (the module sets
+    NOTEBOOK to a path relative to the repository), as `make lab` starts it."""
+    notebook = getattr(request.module, "NOTEBOOK", "notebooks/00-welcome.ipynb")
+    yield from _lab_server(artifacts, notebook, True, "browser-jupyterlab.log")
+
+
+@pytest.fixture
+def stock_lab_server(artifacts, request):
+    """The same, but with jupyter_server's own kernel websocket (Nagle's algorithm on), as a
+    JupyterLab that `make lab` did not start has (widgets/kernel_socket.py)."""
+    notebook = getattr(request.module, "NOTEBOOK", "notebooks/00-welcome.ipynb")
+    yield from _lab_server(artifacts, notebook, False, "browser-jupyterlab-stock.log")
 
 
 @pytest.hookimpl(hookwrapper=True)
