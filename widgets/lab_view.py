@@ -141,7 +141,11 @@ BOKEH_PATCHES_JS = r"""
       const own = Object.prototype.hasOwnProperty.call(ctx, "strokeText");
       const stroke = ctx.strokeText;
       ctx.strokeText = () => {};
-      try { return paint.call(this, ctx); } finally { if (own) { ctx.strokeText = stroke; } else { delete ctx.strokeText; } }
+      try {
+        return paint.call(this, ctx);
+      } finally {
+        if (own) { ctx.strokeText = stroke; } else { delete ctx.strokeText; }
+      }
     };
   });
 })(0);

@@ -74,7 +74,9 @@ class Layer:
             level=self.level, visible=False)]
         return r_lanes
 
-    def send(self, rows: dict[str, list], text: dict[str, list], send_shown: Callable[[ColumnDataSource, dict], None]) -> None:
+    def send(self, rows: dict[str, list], text: dict[str, list],
+             send_shown: Callable[[ColumnDataSource, dict], None]) -> None:
+        """Give the sources these rows and names (``send_shown``: TimelineView._send_shown)."""
         send_shown(self.lanes, rows)
         for hatch, src in self.hatches.items():
             pick = [i for i, h in enumerate(rows["hatch"]) if h == hatch]

@@ -95,7 +95,8 @@ def test_a_step_that_only_extends_the_current_segments_touches_only_the_overlay(
     s, tl = report_lab.stepper, report_lab.timeline
     still = [tl.lanes, tl.lane_text, *tl.layers["ended"].hatches.values(), tl.phases, tl.wakes, tl.faults,
              tl.overwrites]
-    over = (tl.phases, tl.wakes, tl.faults, tl.overwrites, tl.open_lanes, tl.open_text, *tl.layers["open"].hatches.values())
+    over = (tl.phases, tl.wakes, tl.faults, tl.overwrites, tl.open_lanes, tl.open_text,
+            *tl.layers["open"].hatches.values())
     assert {r.level for r in tl.lanes_figure.renderers if r.data_source in over} == {"overlay"}
     assert {r.level for r in tl.lanes_figure.renderers if r.data_source not in over} == {"glyph"}
     checked = 0
