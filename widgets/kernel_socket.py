@@ -15,5 +15,7 @@ class NoDelayConnection(ZMQChannelsWebsocketConnection):
     """The default kernel websocket connection, with TCP_NODELAY set when it opens."""
 
     def connect(self):  # noqa: ANN201 - as the base class
-        self.websocket_handler.set_nodelay(True)
+        handler = self.websocket_handler
+        if getattr(handler, "ws_connection", None) is not None:  # None: the browser has gone already
+            handler.set_nodelay(True)
         return super().connect()

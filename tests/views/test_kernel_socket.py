@@ -20,9 +20,15 @@ def test_nodelay_is_set_before_the_connection_goes_live() -> None:
     order: list[str] = []
     handler = mock.Mock(spec=KernelWebsocketHandler)
     handler.set_nodelay.side_effect = lambda on: order.append(f"nodelay {on}")
+    handler.ws_connection = object()
     with mock.patch.object(ZMQChannelsWebsocketConnection, "connect", lambda self: order.append("connect")):
         NoDelayConnection(websocket_handler=handler, parent=None).connect()
-    assert order == ["nodelay True", "connect"]
+        assert order == ["nodelay True", "connect"]
+        # a browser that went away before the connection opened: connected as before, no flag
+        order.clear()
+        handler.ws_connection = None
+        NoDelayConnection(websocket_handler=handler, parent=None).connect()
+        assert order == ["connect"]
 
 
 def test_binder_selects_it() -> None:
