@@ -137,7 +137,7 @@ BOKEH_PATCHES_JS = r"""
     const paint = box.paint;
     const clear = /^(transparent|rgba?\(.*[\/,]\s*0(\.0*)?\s*\))$/;
     box.paint = function (ctx) {
-      if (this.outline_width > 0 && !clear.test(String(this.outline_color))) { return paint.call(this, ctx); }
+      if (!clear.test(String(this.outline_color))) { return paint.call(this, ctx); }
       const own = Object.prototype.hasOwnProperty.call(ctx, "strokeText");
       const stroke = ctx.strokeText;
       ctx.strokeText = () => {};
