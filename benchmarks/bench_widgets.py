@@ -244,7 +244,7 @@ def bench_browser_step_vs_trivial_button_lab_server():
     """The same in the lab's JupyterLab (make lab, Binder), whose kernel websocket has Nagle's
     algorithm off (widgets/kernel_socket.py): both clicks about 35 ms faster, the floor a
     trivial button's 30 ms, so the ratio is larger for the same work.  Target <= 1.2, missed:
-    1.26 to 1.61 in fourteen sessions, 1.04 in one (Step 31-60 ms).  With the timeline's update
+    1.26 to 1.61 in fifteen sessions, 1.04 in one (Step 31-60 ms).  With the timeline's update
     switched off Step takes the trivial button's time; BokehJS's drawing is not what costs
     (docs/architecture.md, "The Step click against a trivial button")."""
     return _browser_ratio("browser-step-vs-trivial.json", "the lab's server (TCP_NODELAY)")
