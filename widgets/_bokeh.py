@@ -7,7 +7,17 @@ for each of them as they arrive.  A view that changes three things in a step mad
 paint three times: most of the difference between a Step click and a trivial button (issue 10).
 Inside ``batch()`` the document is held (Bokeh's ``combine`` policy: a later change of the same
 property replaces an earlier one) and the changes leave as one PATCH-DOC when the outermost
-batch ends, so the browser applies them together and paints once."""
+batch ends, so the browser applies them together and paints once.
+
+A PATCH-DOC without binary buffers (every one the lab's views send) goes as **one** comm message
+instead of three once the page has said it can take that (``ONE_MESSAGE``): the lab's changes to
+BokehJS (``widgets.lab_view.BOKEH_PATCHES_JS``, "one-message patch") feed BokehJS's ``Receiver``
+the three fragments of such a message one after the other, and tell the kernel so with a Bokeh
+``MessageSent`` event when a document is rendered.  A page without those changes never says it,
+and keeps getting three messages.  Each message is a websocket frame, a pass through
+JupyterLab's kernel message queue and a chance for a frame to be drawn before the click's reply
+is complete: three to one took the median Step click from three animation frames to two
+(docs/architecture.md)."""
 from __future__ import annotations
 
 import contextlib
@@ -17,18 +27,39 @@ from typing import TYPE_CHECKING, Any, Iterator
 from bokeh.protocol import Protocol
 from jupyter_bokeh import BokehModel
 
+#: the Bokeh ``MessageSent`` type by which a page says it takes ``ONE_MESSAGE`` patches
+CAPABILITY_MSG = "lab_capability"
+#: that capability (the event's data), and the prefix of a one-message patch: the three
+#: fragments (header, metadata, content) follow as a JSON list
+ONE_MESSAGE = "one-message patch"
+ONE_MESSAGE_PREFIX = "lab-one-message-patch:"
+
 if TYPE_CHECKING:  # pragma: no cover
     from bokeh.document.events import DocumentPatchedEvent
 
 
 class BokehPane(BokehModel):
-    """A BokehModel with ``batch()``; ``patches_sent`` counts the PATCH-DOC messages sent."""
+    """A BokehModel with ``batch()``; ``patches_sent`` counts the PATCH-DOC messages sent,
+    ``comm_messages`` the comm messages they took; ``one_message`` is True once the page has
+    said it takes a PATCH-DOC as one message."""
 
     def __init__(self, model: Any, **kwargs: Any) -> None:
         self._held: list["DocumentPatchedEvent"] | None = None
         self._depth = 0
         self.patches_sent = 0
+        self.comm_messages = 0
+        self.one_message = False
         super().__init__(model, **kwargs)
+
+    def _sync_model(self, model: Any, content: dict[str, Any], buffers: list[Any]) -> None:
+        """The page's capability (a ``MessageSent`` event of ``CAPABILITY_MSG``), else what
+        BokehModel does with a change from the page."""
+        if (content.get("event") == "jsevent" and content.get("kind") == "MessageSent"
+                and content.get("msg_type") == CAPABILITY_MSG):
+            if content.get("msg_data") == ONE_MESSAGE:
+                self.one_message = True
+            return
+        super()._sync_model(model, content, buffers)
 
     def _document_patched(self, event: "DocumentPatchedEvent") -> None:
         if event.setter is self:
@@ -39,15 +70,23 @@ class BokehPane(BokehModel):
         self._send_patch([event])
 
     def _send_patch(self, events: list["DocumentPatchedEvent"]) -> None:
-        """What BokehModel._document_patched sends, for a list of events."""
+        """What BokehModel._document_patched sends, for a list of events: as one message when
+        the page takes that and there are no binary buffers."""
         msg = Protocol().create("PATCH-DOC", events)
         self.patches_sent += 1
-        self.send({"msg": "patch", "payload": msg.header_json})
-        self.send({"msg": "patch", "payload": msg.metadata_json})
-        self.send({"msg": "patch", "payload": msg.content_json})
+        if self.one_message and not msg.buffers:
+            fragments = [msg.header_json, msg.metadata_json, msg.content_json]
+            self._send_fragment(ONE_MESSAGE_PREFIX + json.dumps(fragments))
+            return
+        for fragment in (msg.header_json, msg.metadata_json, msg.content_json):
+            self._send_fragment(fragment)
         for buffer in msg.buffers:
-            self.send({"msg": "patch", "payload": json.dumps(buffer.ref)})
-            self.send({"msg": "patch"}, [buffer.to_bytes()])
+            self._send_fragment(json.dumps(buffer.ref))
+            self._send_fragment(None, [buffer.to_bytes()])
+
+    def _send_fragment(self, payload: str | None, buffers: list[bytes] | None = None) -> None:
+        self.comm_messages += 1
+        self.send({"msg": "patch"} if payload is None else {"msg": "patch", "payload": payload}, buffers)
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:

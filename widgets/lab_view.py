@@ -7,12 +7,14 @@ step overwrites one, the walk and the detail pane turn to that CPU."""
 from __future__ import annotations
 
 import html
+import json
 from typing import Any
 
 import ipywidgets as ipw
 
 from lab.scenario import Resume
 
+from ._bokeh import CAPABILITY_MSG, ONE_MESSAGE, ONE_MESSAGE_PREFIX
 from ._common import CSS, direct_va
 from .cpu_cards import CpuCards
 from .memory_map import MemoryMapView
@@ -53,6 +55,11 @@ _bokeh_loaded = False
 #:   alpha, scale, weight and pixel ratio stay the same.
 #: * "no invisible text outline": every text label was also stroked with its outline colour,
 #:   transparent unless one is set; a transparent outline is no longer stroked.
+#: * "one-message patch": a PATCH-DOC that comes as one comm message (``widgets._bokeh``:
+#:   the prefix, then header, metadata and content as a JSON list) is fed to BokehJS's
+#:   ``Receiver`` as the three fragments jupyter_bokeh would have sent; every document, once
+#:   it is rendered and its changes go to the kernel, tells the kernel so (a ``MessageSent``
+#:   event), and only then does the kernel send them that way.
 BOKEH_PATCHES_JS = r"""
 (function labBokehPatches(tries) {
   const B = window.Bokeh;
@@ -148,8 +155,43 @@ BOKEH_PATCHES_JS = r"""
       }
     };
   });
+  patch("one-message patch", () => {
+    const receiver = B.require("protocol/receiver").Receiver.prototype;
+    const consume = receiver.consume;
+    receiver.consume = function (fragment) {
+      if (typeof fragment === "string" && fragment.startsWith(ONE_PREFIX)) {
+        for (const part of JSON.parse(fragment.slice(ONE_PREFIX.length))) { consume.call(this, part); }
+        return;
+      }
+      return consume.call(this, fragment);
+    };
+    const docs = B.require("document");
+    const { MessageSentEvent } = B.require("document/events");
+    const told = new WeakSet();
+    const tell = (doc) => {
+      if (told.has(doc)) { return; }
+      told.add(doc);
+      doc._trigger_on_change(new MessageSentEvent(doc, CAPABILITY_MSG, ONE_MESSAGE));
+    };
+    // jupyter_bokeh's view listens to its document's changes (to send them to the kernel) right
+    // after building it: tell each document once that listener is there
+    const onChange = docs.Document.prototype.on_change;
+    docs.Document.prototype.on_change = function (...args) {
+      const result = onChange.apply(this, args);
+      queueMicrotask(() => tell(this));
+      return result;
+    };
+    for (const doc of docs.documents) { tell(doc); }
+  });
 })(0);
 """
+
+
+def patches_js() -> str:
+    """BOKEH_PATCHES_JS with the names it shares with widgets._bokeh."""
+    names = {"ONE_PREFIX": ONE_MESSAGE_PREFIX, "CAPABILITY_MSG": CAPABILITY_MSG, "ONE_MESSAGE": ONE_MESSAGE}
+    consts = "".join(f"const {k} = {json.dumps(v)};\n" for k, v in names.items())
+    return "(function () {\n" + consts + BOKEH_PATCHES_JS + "})();\n"  # a scope of its own: run again, no clash
 
 
 def setup(force: bool = True) -> bool:
@@ -171,7 +213,7 @@ def setup(force: bool = True) -> bool:
     from bokeh.io import notebook as bokeh_notebook
 
     output_notebook(INLINE, hide_banner=True)
-    bokeh_notebook.publish_display_data({"application/javascript": BOKEH_PATCHES_JS})
+    bokeh_notebook.publish_display_data({"application/javascript": patches_js()})
     _bokeh_loaded = True
     return True
 

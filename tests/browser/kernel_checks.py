@@ -74,6 +74,18 @@ else:
         _bt["sources"] = _bt_sources
     except Exception as _bt_error:
         _bt["mismatches"].append("listing Bokeh sources raised " + repr(_bt_error))
+    # The timeline's sources as the kernel has them (the test compares the page's BokehJS
+    # documents with them: a patch the page dropped or misread shows here), and whether each
+    # of the lab's Bokeh panes was told by the page that it takes one-message patches.
+    try:
+        from bokeh.models import ColumnDataSource as _BtCDS2
+        _bt_tl = _bt_lab.timeline
+        _bt["timeline_sources"] = {_bt_ref.id: {"name": _bt_ref.name, "data": {k: list(v) for k, v in _bt_ref.data.items()}}
+                                   for _bt_ref in _bt_tl.bokeh._model.references() if isinstance(_bt_ref, _BtCDS2)}
+        _bt["one_message"] = {"timeline": _bt_tl.bokeh.one_message, "progress": _bt_tl.progress_bokeh.one_message,
+                              "memmap": _bt_lab.memmap.bokeh.one_message}
+    except Exception as _bt_error:
+        _bt["mismatches"].append("reading the timeline's sources raised " + repr(_bt_error))
     _bt["step_requests"] = getattr(getattr(_bt_lab, "stepper", None), "requests", None)
     _bt_resume = getattr(_bt_lab, "resume", None)
     if _bt_resume is not None:

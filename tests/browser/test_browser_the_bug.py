@@ -161,6 +161,11 @@ def test_the_bug_notebook_in_chromium(lab_server, page, notebook_ui, artifacts):
     )
 
     assert result["errors"] == [], f"the kernel raised during the clicks: {result['errors']}"
+    # The page's side of the timeline: BokehJS holds what the kernel sent (every patch arrived
+    # whole, as one message: the page told the kernel it takes that, widgets._bokeh).
+    assert result.get("one_message", {}).get("timeline") is True, f"one-message patches: {result.get('one_message')}"
+    differ = page_sources_differ(page, result["timeline_sources"])
+    assert differ == [], "the page's timeline differs from the kernel's:\n" + "\n".join(differ)
     assert result["mismatches"] == [], f"figures differ from the model: {result['mismatches']}"
     assert result["missing"] == [], f"the notebook lacks names the check expects: {result['missing']}"
     assert "t=" in status_after and result.get("phase", "") in status_after, (
@@ -170,6 +175,46 @@ def test_the_bug_notebook_in_chromium(lab_server, page, notebook_ui, artifacts):
 
     # Autosave is off in the test's settings: the committed notebook is untouched.
     assert NOTEBOOK_FILE.read_bytes() == original, f"{NOTEBOOK} was modified while the test ran"
+
+
+_PAGE_SOURCES_JS = """
+(ids) => {
+  const out = {};
+  for (const doc of window.Bokeh.documents) {
+    for (const id of ids) {
+      const model = doc.get_model_by_id(id);
+      if (model == null || out[id] !== undefined) { continue; }
+      const data = model.data instanceof Map ? Object.fromEntries(model.data) : model.data;
+      out[id] = Object.fromEntries(Object.entries(data).map(([k, v]) => [k, Array.from(v)]));
+    }
+  }
+  return out;
+}
+"""
+
+
+def page_sources_differ(page, kernel_sources: dict) -> list[str]:
+    """Where the page's BokehJS ColumnDataSources (by id) differ from the kernel's (``id ->
+    {name, data}``): missing sources, other columns, other values (floats to 1e-9)."""
+    page_data = page.evaluate(_PAGE_SOURCES_JS, list(kernel_sources))
+    out = []
+    for sid, want in kernel_sources.items():
+        got = page_data.get(sid)
+        name = f"{want['name']} ({sid})"
+        if got is None:
+            out.append(f"{name}: not in the page")
+            continue
+        if set(got) != set(want["data"]):
+            out.append(f"{name}: columns {sorted(got)} in the page, {sorted(want['data'])} in the kernel")
+            continue
+        for col, values in want["data"].items():
+            mine = got[col]
+            same = len(mine) == len(values) and all(
+                abs(a - b) <= 1e-9 * max(1.0, abs(b)) if isinstance(b, float) and isinstance(a, (int, float)) else a == b
+                for a, b in zip(mine, values))
+            if not same:
+                out.append(f"{name}.{col}: page {mine[:6]}... kernel {values[:6]}...")
+    return out
 
 
 # -- one laptop screen: the overwrite under the sleeping CPU -------------------------------------
@@ -293,7 +338,10 @@ def lab_screen(url: str, page, artifacts):
                            arg=root.element_handle())
     ui.wait_idle()
     # Reset started building the next spare run for Step back (widgets.history): let it finish
-    assert "SPARE-READY" in ui.run_code_in_new_cell("lab.stepper.replay.wait(); print('SPARE-READY')", "SPARE-READY")
+    out = ui.run_code_in_new_cell("lab.stepper.replay.wait(); print('SPARE-READY', lab.timeline.bokeh.one_message)",
+                                  "SPARE-READY")
+    # the page told the kernel it takes a figure's change as one message (widgets._bokeh)
+    assert "SPARE-READY True" in out, out
     ui.wait_idle()
     root.evaluate("(el) => el.scrollIntoView({block: 'start'})")
     return ui, root, trivial
