@@ -236,15 +236,15 @@ def bench_browser_step_vs_trivial_button_stock_server():
     JupyterLab with jupyter_server's own kernel websocket (where issue 10 measured 1.56), as
     tests/browser/test_browser_the_bug.py::test_step_vs_trivial_on_a_stock_jupyter_server
     measured it (run the browser test first).  Target <= 1.2.  Both clicks mostly wait for a
-    delayed ACK there (Nagle's algorithm, 40 ms): about 80 ms, the trivial one sometimes 30."""
+    delayed ACK there (Nagle's algorithm, 40 ms): Step 80 ms, the trivial one 64 or 78, so the
+    ratio is about 1.03 or 1.25 by session (1.2 or under in nine of fifteen)."""
     return _browser_ratio("browser-step-vs-trivial-stock.json", "stock jupyter_server")
 
 
 def bench_browser_step_vs_trivial_button_lab_server():
     """The same in the lab's JupyterLab (make lab, Binder), whose kernel websocket has Nagle's
-    algorithm off (widgets/kernel_socket.py): both clicks about 35 ms faster, the floor a
-    trivial button's 30 ms, so the ratio is larger for the same work.  Target <= 1.2, missed:
-    1.26 to 1.61 in fifteen sessions, 1.04 in one (Step 31-60 ms).  With the timeline's update
-    switched off Step takes the trivial button's time; BokehJS's drawing is not what costs
-    (docs/architecture.md, "The Step click against a trivial button")."""
+    algorithm off (widgets/kernel_socket.py): the trivial button 30 ms, Step 30 or 45 ms (two
+    animation frames or three), so the ratio is about 1.0 or about 1.5 by session: 1.2 or under
+    in twelve of twenty-four, since a figure's change goes as one message (1.26 to 1.61 before).
+    docs/architecture.md, "The Step click against a trivial button"."""
     return _browser_ratio("browser-step-vs-trivial.json", "the lab's server (TCP_NODELAY)")

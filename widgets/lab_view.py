@@ -40,8 +40,13 @@ _bokeh_loaded = False
 #:   as glyphs on the other layers are (BokehJS clips only annotations there).  The timeline
 #:   draws each CPU's current segment on that layer (widgets.timeline.Layer); unclipped, they
 #:   ran over the axis.
+#: * "one-message patch": a PATCH-DOC that comes as one comm message (``widgets._bokeh``:
+#:   the prefix, then header, metadata and content as a JSON list) is fed to BokehJS's
+#:   ``Receiver`` as the three fragments jupyter_bokeh would have sent; every document, once
+#:   it is rendered and its changes go to the kernel, tells the kernel so (a ``MessageSent``
+#:   event), and only then does the kernel send them that way.
 #: The others change no pixel; they cut what a repaint costs in the page (the timeline's frame
-#: after a Step: 13 ms before them, 6-9 ms after, in Chromium traces; docs/architecture.md):
+#: after a Step: 13 ms before them, 4-6 ms after, in Chromium traces; docs/architecture.md):
 #: * "style read once per task": every visual reads its CSS variables (``--bk-line-color`` ...)
 #:   with ``getComputedStyle`` on every paint, and the plot its font size; each read after a
 #:   change to the page forces a style recalculation (1-2 ms each with JupyterLab's style
@@ -61,11 +66,6 @@ _bokeh_loaded = False
 #:   alpha, scale, weight and pixel ratio stay the same.
 #: * "no invisible text outline": every text label was also stroked with its outline colour,
 #:   transparent unless one is set; a transparent outline is no longer stroked.
-#: * "one-message patch": a PATCH-DOC that comes as one comm message (``widgets._bokeh``:
-#:   the prefix, then header, metadata and content as a JSON list) is fed to BokehJS's
-#:   ``Receiver`` as the three fragments jupyter_bokeh would have sent; every document, once
-#:   it is rendered and its changes go to the kernel, tells the kernel so (a ``MessageSent``
-#:   event), and only then does the kernel send them that way.
 BOKEH_PATCHES_JS = r"""
 (function labBokehPatches(tries) {
   const B = window.Bokeh;

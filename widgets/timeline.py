@@ -286,8 +286,8 @@ class TimelineView(ipw.VBox):
         now = resume.now
         lo, hi = self._apply_zoom()
         # redrawn only when something would move by a pixel: a step that advances time by less
-        # than SUBPIXEL of the window changes no pixel, and a repaint is most of a Step's cost in
-        # the browser (the open segments then end up to that much before now)
+        # than SUBPIXEL of the window changes no pixel, and a change sent is a message, a patch
+        # and a repaint in the browser (the open segments then end up to that much before now)
         quantum = (hi - lo) * 1e6 / SUBPIXEL
         key = (lo, hi, int(now // quantum) if quantum > 0 else now, len(self._wakes), len(self._faults),
                len(self._overwrites), len(self._phases), len(self._points), sum(len(s) for s in self.segments.values()))
