@@ -17,6 +17,8 @@ What it always does:
 * uses a fresh, temporary workspaces directory, so a layout JupyterLab
   remembered from an earlier session cannot hide the notebook;
 * adds --allow-root only when running as root (effective uid 0);
+* tunes the lab for clicks (a kernel websocket without Nagle's algorithm, the busy
+  favicon off: ``tuned``, docs/architecture.md "Tuned for clicks");
 * waits until the server answers, then prints the URL with the token.
 
 The browser test reuses it, loaded by path under another name (``import lab`` would shadow
@@ -81,13 +83,20 @@ SECURITY_OPTIONS = [
 ENV_DROP = ("JUPYTER_TOKEN_FILE", "JUPYTER_CONFIG_PATH", "JUPYTER_PREFER_ENV_PATH", "JUPYTER_NO_CONFIG")
 
 
+#: JupyterLab plugins the lab turns off (a page config in the private config directory, read
+#: as any labconfig/page_config.json is).  The busy favicon: on every busy and every idle
+#: status JupyterLab takes the page's <link rel="icon"> out and puts it back, which costs the
+#: page 2.5-3 ms per status message, two per click, on the path of every Step click.
+DISABLED_PLUGINS = ("@jupyterlab/application-extension:faviconbusy",)
+
+
 class InsecureServer(RuntimeError):
     """The server answered a request it must refuse (or listens beyond 127.0.0.1)."""
 
 
-def lab_command(port: int, workspaces_dir: str, notebook: str, nodelay: bool = True) -> list[str]:
+def lab_command(port: int, workspaces_dir: str, notebook: str, tuned: bool = True) -> list[str]:
     """The jupyter lab command line (the token is in the private config directory and the
-    environment, not here, so it does not show in `ps`).  ``nodelay`` False: jupyter_server's
+    environment, not here, so it does not show in `ps`).  ``tuned`` False: jupyter_server's
     own kernel websocket, as a JupyterLab not started by this script has (the browser test
     compares the two)."""
     cmd = [
@@ -103,21 +112,28 @@ def lab_command(port: int, workspaces_dir: str, notebook: str, nodelay: bool = T
         "--LabApp.news_url=None",
         "--LabApp.check_for_updates_class=jupyterlab.handlers.announcements.NeverCheckForUpdate",
     ]
-    if nodelay:  # a click's reply leaves at once instead of waiting for a delayed ACK (widgets.kernel_socket)
+    if tuned:  # a click's reply leaves at once instead of waiting for a delayed ACK (widgets.kernel_socket)
         cmd.append("--ServerApp.kernel_websocket_connection_class=widgets.kernel_socket.NoDelayConnection")
     if os.geteuid() == 0:
         cmd.append("--allow-root")
     return cmd
 
 
-def write_private_config(token: str) -> str:
-    """A fresh config directory (mode 0700) holding only the token, used as JUPYTER_CONFIG_DIR:
-    the highest-priority config directory, so no other config file can set the token."""
+def write_private_config(token: str, tuned: bool = True) -> str:
+    """A fresh config directory (mode 0700) holding the token, used as JUPYTER_CONFIG_DIR:
+    the highest-priority config directory, so no other config file can set the token.
+    ``tuned``: also the page config that turns DISABLED_PLUGINS off (merged with the user's own
+    labconfig, which still applies)."""
     config_dir = tempfile.mkdtemp(prefix="hibernation-lab-jupyter-config-")
     path = Path(config_dir, "jupyter_server_config.json")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump({"IdentityProvider": {"token": token}}, f)
+    if tuned:
+        labconfig = Path(config_dir, "labconfig")
+        labconfig.mkdir()
+        page_config = {"disabledExtensions": {name: True for name in DISABLED_PLUGINS}}
+        (labconfig / "page_config.json").write_text(json.dumps(page_config), encoding="utf-8")
     return config_dir
 
 
@@ -269,22 +285,22 @@ def start_lab(
     notebook: str = DEFAULT_NOTEBOOK,
     ready_timeout: float = 90,
     log=None,
-    nodelay: bool = True,
+    tuned: bool = True,
 ) -> LabServer:
     """Start JupyterLab and return once it answers /api/status and has refused the requests it
     must refuse (InsecureServer, after stopping it, if it did not).
 
     port: None picks 8888 or the next free one. token: None takes
     JUPYTER_TOKEN or makes a random one. log: a file to send the server's
-    output to (None: this process's stdout/stderr). nodelay: as for lab_command.
+    output to (None: this process's stdout/stderr). tuned: as for lab_command.
     """
     token = token or os.environ.get("JUPYTER_TOKEN") or secrets.token_hex(24)
     port = port or free_port()
     workspaces_dir = tempfile.mkdtemp(prefix="hibernation-lab-workspaces-")
-    config_dir = write_private_config(token)
+    config_dir = write_private_config(token, tuned)
     env = child_env(token, config_dir)
     process = subprocess.Popen(
-        lab_command(port, workspaces_dir, notebook, nodelay),
+        lab_command(port, workspaces_dir, notebook, tuned),
         cwd=REPO,
         env=env,
         stdin=subprocess.DEVNULL,

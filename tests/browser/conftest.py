@@ -4,7 +4,8 @@
   fresh workspace (scripts/lab.py) and a fresh user-settings directory with
   autosave off, so running the notebook in the browser never writes it
   back into the repository. Its log goes to test-artifacts/.
-  `stock_lab_server`: the same with jupyter_server's own kernel websocket.
+  `stock_lab_server`: the same untuned (jupyter_server's own kernel websocket,
+  the busy favicon on).
 * `chromium`: the system Chromium (/usr/bin/chromium) through Playwright.
   Where there is none (or Playwright is missing) the test is skipped, and the
   reason says why; but with CI set, a missing browser fails the test.
@@ -117,7 +118,7 @@ def chromium(artifacts):
         playwright.stop()
 
 
-def _lab_server(artifacts: Path, notebook: str, nodelay: bool, log_name: str):
+def _lab_server(artifacts: Path, notebook: str, tuned: bool, log_name: str):
     """JupyterLab via the launcher, with the test's settings; yields it, stops it."""
     launcher = load_launcher()
     settings = Path(tempfile.mkdtemp(prefix="hibernation-lab-settings-"))
@@ -132,7 +133,7 @@ def _lab_server(artifacts: Path, notebook: str, nodelay: bool, log_name: str):
     # environment was installed from (an editable install of another worktree), not this one
     os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO)] + ([saved["PYTHONPATH"]] if saved["PYTHONPATH"] else []))
     try:
-        server = launcher.start_lab(notebook=notebook, ready_timeout=120, log=log, nodelay=nodelay)
+        server = launcher.start_lab(notebook=notebook, ready_timeout=120, log=log, tuned=tuned)
     except BaseException:
         log.close()
         shutil.rmtree(settings, ignore_errors=True)
@@ -163,8 +164,8 @@ def lab_server(artifacts, request):
 
 @pytest.fixture
 def stock_lab_server(artifacts, request):
-    """The same, but with jupyter_server's own kernel websocket (Nagle's algorithm on), as a
-    JupyterLab that `make lab` did not start has (widgets/kernel_socket.py)."""
+    """The same, untuned: jupyter_server's own kernel websocket (Nagle's algorithm on) and the
+    busy favicon on, as a JupyterLab that `make lab` did not start has (scripts/lab.py)."""
     notebook = getattr(request.module, "NOTEBOOK", "notebooks/00-welcome.ipynb")
     yield from _lab_server(artifacts, notebook, False, "browser-jupyterlab-stock.log")
 

@@ -238,3 +238,35 @@ def test_server_environment_puts_our_config_dir_first() -> None:
     # the user's JupyterLab settings (theme, shortcuts) stay where they were
     assert env["JUPYTERLAB_SETTINGS_DIR"] == "/home/u/cfg/lab/user-settings"
     assert launcher.child_env("t", "/p", {"JUPYTERLAB_SETTINGS_DIR": "/s"})["JUPYTERLAB_SETTINGS_DIR"] == "/s"
+
+
+def test_tuned_config_turns_the_busy_favicon_off(monkeypatch) -> None:
+    """The private config directory holds a page config that JupyterLab reads (as it reads any
+    labconfig/page_config.json on the config path) and that turns DISABLED_PLUGINS off; untuned
+    (the browser test's stock server) it holds the token only.  Binder's postBuild writes the
+    same page config."""
+    import json
+    import shutil
+
+    from jupyterlab_server.config import get_static_page_config
+
+    tuned = launcher.write_private_config("tok")
+    stock = launcher.write_private_config("tok", tuned=False)
+    try:
+        assert "@jupyterlab/application-extension:faviconbusy" in launcher.DISABLED_PLUGINS
+        for config_dir, want in ((tuned, set(launcher.DISABLED_PLUGINS)), (stock, set())):
+            monkeypatch.setenv("JUPYTER_CONFIG_DIR", config_dir)
+            for name in launcher.ENV_DROP:
+                monkeypatch.delenv(name, raising=False)
+            page = get_static_page_config(level="all")
+            disabled = {k for k, v in page.get("disabledExtensions", {}).items() if v}
+            assert want <= disabled, (config_dir, page)
+            if not want:
+                assert not set(launcher.DISABLED_PLUGINS) & disabled
+        assert sorted(p.name for p in Path(stock).iterdir()) == ["jupyter_server_config.json"]
+    finally:
+        shutil.rmtree(tuned)
+        shutil.rmtree(stock)
+    post_build = (REPO / "binder" / "postBuild").read_text(encoding="utf-8")
+    binder = json.loads(post_build.split("<<'PAGE'\n", 1)[1].split("\nPAGE", 1)[0])
+    assert binder == {"disabledExtensions": {name: True for name in launcher.DISABLED_PLUGINS}}
