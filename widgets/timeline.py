@@ -35,6 +35,7 @@ ZOOMS = ("wake to fault", "whole run")
 MIN_WINDOW_SHARE = 0.04
 LABEL_PX = 6.5  # width of a character of the phase labels (8pt), to keep them apart
 PLOT_PX = 900  # the width assumed when placing labels (the figure stretches around it)
+LABEL_OFFSET_PX = 8  # a state's name, right of its segment's start
 #: the finest time step the lanes show: a window's width over this many device pixels (4000
 #: CSS pixels, the widest figure, at a device pixel ratio of 2)
 SUBPIXEL = 8000
@@ -68,8 +69,11 @@ class Layer:
         for hatch, src in self.hatches.items():
             shown[id(src)] = [fig.quad(fill_color=None, line_color=None, hatch_pattern=hatch, hatch_color="#000000",
                                        hatch_alpha=0.55, hatch_scale=8, source=src, **quads)]
+        # a name sits LABEL_OFFSET_PX right of its segment's start: an offset in pixels, so that
+        # the names stay where they are (no change to send) when the window grows or shrinks
         shown[id(self.text)] = [fig.text(
-            x="x", y="y", text="text", text_font_size="8pt", text_align="left", text_baseline="middle",
+            x="x", y="y", text="text", x_offset=LABEL_OFFSET_PX, text_font_size="8pt", text_align="left",
+            text_baseline="middle",
             text_color="#000000", background_fill_color="#ffffff", background_fill_alpha=0.8, source=self.text,
             level=self.level, visible=False)]
         return r_lanes
@@ -313,8 +317,8 @@ class TimelineView(ipw.VBox):
                 rows["start"].append(round(start / 1e6, 6))
                 rows["end"].append(round(stop / 1e6, 6))
                 a, b = max(start / 1e6, lo), min(stop / 1e6, hi)
-                if b - a >= min_w:  # at the segment's left: a fixed place, sent once
-                    text["x"].append(a + 0.01 * (hi - lo))
+                if b - a >= min_w:  # at the segment's left (or the window's): a fixed place, sent once
+                    text["x"].append(a)
                     text["y"].append(c)
                     text["text"].append(label)
         for name, layer in self.layers.items():
