@@ -66,6 +66,12 @@ _bokeh_loaded = False
 #:   alpha, scale, weight and pixel ratio stay the same.
 #: * "no invisible text outline": every text label was also stroked with its outline colour,
 #:   transparent unless one is set; a transparent outline is no longer stroked.
+#: * "glyph variants brought up to date when drawn": a renderer whose data changed updated five
+#:   glyph views, its glyph and the decimated, selection, non-selection and muted variants that
+#:   BokehJS 3.9 builds for every renderer, though it draws one only for a muted renderer, a
+#:   selection, or while the user pans a renderer of more items than ``lod_threshold``.  Only
+#:   the glyph (and a hover glyph) is now updated; the variants are brought up to date, and
+#:   kept so, the first time a paint would draw one (that paint is skipped, the next draws it).
 BOKEH_PATCHES_JS = r"""
 (function labBokehPatches(tries) {
   const B = window.Bokeh;
@@ -177,6 +183,52 @@ BOKEH_PATCHES_JS = r"""
       } finally {
         if (own) { ctx.strokeText = stroke; } else { delete ctx.strokeText; }
       }
+    };
+  });
+  patch("glyph variants brought up to date when drawn", () => {
+    const view = B.require("models/renderers/glyph_renderer").GlyphRendererView.prototype;
+    const VARIANTS = ["decimated_glyph", "selection_glyph", "nonselection_glyph", "muted_glyph"];
+    const idle = { async set_data() {}, set_visuals() {}, after_visuals() {}, async after_lazy_visuals() {}, map_data() {} };
+    const variants = (renderer, live) => {  // live: their own methods again; else ones that do nothing
+      for (const name of VARIANTS) {
+        const glyph = renderer[name];
+        if (glyph == null) { continue; }
+        for (const method of Object.keys(idle)) {
+          if (live) { delete glyph[method]; } else { glyph[method] = idle[method]; }
+        }
+      }
+    };
+    // what _paint would draw with a variant: a muted renderer, a selection, or decimation
+    // while the user pans or zooms a renderer of more than lod_threshold items
+    const drawsVariant = (renderer) => {
+      const lod = renderer.plot_model.lod_threshold;
+      const doc = renderer.model.document;
+      return renderer.model.muted || !renderer.model.data_source.selected.is_empty()
+        || (doc != null && doc.interactive_duration() > 0 && !renderer.has_webgl && lod != null
+            && renderer.all_indices.count > lod);
+    };
+    const setData = view.set_data;
+    view.set_data = function (indices) {
+      const state = this.__labVariants;
+      if (state === undefined) {  // the first, from lazy_initialize: all of them
+        this.__labVariants = "live";
+      } else if (state !== "updating" && !this.__labVariantsUsed) {
+        variants(this, false);
+        this.__labVariants = "stale";
+      }
+      return setData.call(this, indices);
+    };
+    const paint = view._paint;
+    view._paint = function (ctx) {
+      if (this.__labVariants === "updating") { return; }  // the repaint after the update draws it
+      if (this.__labVariants === "stale" && drawsVariant(this)) {
+        this.__labVariantsUsed = true;  // from now on, every update brings them up to date
+        this.__labVariants = "updating";
+        variants(this, true);
+        setData.call(this).then(() => { this.__labVariants = "live"; this.request_paint(); });
+        return;
+      }
+      return paint.call(this, ctx);
     };
   });
   patch("one-message patch", () => {

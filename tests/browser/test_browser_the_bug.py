@@ -262,6 +262,29 @@ print("TRIVIAL-READY")
 '''
 
 
+# In the page: the ended lanes' renderer, the rows of its glyph and of its non-selection variant
+# and the patch's state, before and after a selection of its first row (then cleared).
+VARIANTS_JS = """
+async () => {
+  const B = window.Bokeh;
+  const source = B.documents.flatMap((d) => [...d._all_models.values()]).find((m) => m.name === 'timeline-lanes');
+  const view = [...B.index.query((v) => v.model != null && v.model.data_source === source && v.glyph != null)][0];
+  const look = () => ({state: view.__labVariants, rows: view.glyph.data_size,
+                       // the non-selection variant's own fill alpha (0.2, not inherited from the
+                       // glyph): as many values as there were rows when it was last updated
+                       variant_rows: view.nonselection_glyph.fill_alpha.length});
+  const before = look();
+  source.selected.indices = [0];
+  for (let i = 0; i < 100 && view.__labVariants !== 'live'; i++) {
+    await new Promise((ok) => requestAnimationFrame(() => ok()));
+  }
+  const after = look();
+  source.selected.indices = [];
+  return {before, after};
+}
+"""
+
+
 def expected_overwrite() -> dict:
     """What the model says the stop shows: the first table overwritten under a sleeping CPU,
     on the walk ResumeLab turns to (that CPU's monitored line, if that walk was hit)."""
@@ -424,6 +447,15 @@ def test_one_screen_the_overwrite_under_the_sleeping_cpu(lab_server, small_page,
     # the lab's changes to BokehJS (widgets.lab_view.BOKEH_PATCHES_JS) all found what they change
     patches = page.evaluate("() => window.__labBokehPatches")
     assert patches and all(v is True for v in patches.values()), f"BokehJS patches not applied: {patches}"
+    # "glyph variants brought up to date when drawn": the ended lanes' variants were left behind
+    # by the steps; a selection (which draws two of them) brings them up to date, with no error
+    variants = page.evaluate(VARIANTS_JS)
+    assert variants["before"]["state"] == "stale", variants
+    assert variants["before"]["variant_rows"] < variants["before"]["rows"], variants
+    assert variants["after"] == {"state": "live", "rows": variants["before"]["rows"],
+                                 "variant_rows": variants["before"]["rows"]}, variants
+    js_errors = [line for line in page.console_lines if line.startswith(("[pageerror]", "[error]"))]
+    assert js_errors == [], "JavaScript errors after the selection:\n" + "\n".join(js_errors)
 
     ratio_report(artifacts, "browser-step-vs-trivial.json", "the lab's (make lab, Binder: TCP_NODELAY)", floor, step_ms,
                  screenshot=str(shot.relative_to(REPO)))
