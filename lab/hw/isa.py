@@ -128,7 +128,19 @@ class Program:
             lines.append(Line(va, pending, it))
             pending = None
             va += it.size
-        return Placed(self, base, va - base, labels, lines)
+        return Placed(self, base, va - base, labels, lines, _listing_rows(self, lines))
+
+
+def _listing_rows(program: Program, lines: list[Line]) -> tuple[tuple[int | None, str], ...]:
+    """The listing's rows, formatted once (a view asks for the listing on every step): (VA, the
+    text after the mark), or (None, a whole row: the title, a label)."""
+    rows: list[tuple[int | None, str]] = [(None, f"{program.name}:" + (f"    ; {program.source}" if program.source else ""))]
+    for ln in lines:
+        if ln.label:
+            rows.append((None, f"  {ln.label}:"))
+        comment = f"  ; {ln.instr.comment}" if ln.instr.comment else ""
+        rows.append((ln.va, f" {ln.va:#018x}  {ln.instr.text()}{comment}"))
+    return tuple(rows)
 
 
 class Placed(NamedTuple):
@@ -137,17 +149,11 @@ class Placed(NamedTuple):
     size: int
     labels: dict[str, int]
     lines: list[Line]
+    rows: tuple[tuple[int | None, str], ...]  # the listing, formatted: _listing_rows
 
     def listing(self, rip: int | None = None) -> str:
         """The listing with ``=>`` at RIP, as a learner reads it."""
-        out = [f"{self.program.name}:" + (f"    ; {self.program.source}" if self.program.source else "")]
-        for ln in self.lines:
-            if ln.label:
-                out.append(f"  {ln.label}:")
-            mark = "=>" if ln.va == rip else "  "
-            comment = f"  ; {ln.instr.comment}" if ln.instr.comment else ""
-            out.append(f"{mark} {ln.va:#018x}  {ln.instr.text()}{comment}")
-        return "\n".join(out)
+        return "\n".join(text if va is None else ("=>" if va == rip else "  ") + text for va, text in self.rows)
 
     def line_of(self, rip: int) -> int | None:
         for i, ln in enumerate(self.lines):
