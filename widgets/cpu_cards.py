@@ -36,7 +36,9 @@ class CpuCard(ipw.VBox):
     """The compact card of CPU ``cpu`` (classes ``lab-cpu-card lab-cpu-<n>``, plus
     ``lab-cpu-faulted`` while it has an oops, ``lab-cpu-selected`` while the detail pane shows
     it, ``lab-changed`` when the last step changed it).  ``header`` and ``summary`` are on the
-    card; ``info``, ``listing`` and ``oops`` (the oops in a ``<pre>``) in the detail pane."""
+    card; ``detail`` goes in the detail pane: ``info_html``, ``oops_html`` (the oops in a
+    ``<pre>``) and ``listing_html`` in one HTML widget, so that a step that moves the RIP sends
+    the page one message, not three."""
 
     def __init__(self, cpu: int) -> None:
         self.cpu = cpu
@@ -45,10 +47,8 @@ class CpuCard(ipw.VBox):
         self._label = ""
         self.header = ipw.HTML()
         self.summary = ipw.HTML()
-        self.info = ipw.HTML()
-        self.listing = ipw.HTML()
-        self.oops = ipw.HTML()
-        self.oops.add_class("lab-oops")
+        self.info_html = self.oops_html = self.listing_html = ""
+        self.detail = ipw.HTML()
         super().__init__([self.header, self.summary], layout=ipw.Layout(min_width="112px", overflow="hidden"))
         self.add_class("lab-cpu-card")
         self.add_class(f"lab-cpu-{cpu}")
@@ -62,8 +62,8 @@ class CpuCard(ipw.VBox):
         return "lab-cpu-faulted" in self._dom_classes
 
     def update(self, v: CpuView, resume: Resume, detail: bool = True) -> bool:
-        """Show ``v``; returns whether anything changed.  The detail (``info``, ``listing``) is
-        rendered only with ``detail`` (the selected card: the others are not on screen)."""
+        """Show ``v``; returns whether anything changed.  The detail pane's content is rendered
+        only with ``detail`` (the selected card: the others are not on screen)."""
         w = resume.watching
         if v == self.view and (not detail or self._detail_of == v) and (w is None or w.waking(v.id) is None):
             return False
@@ -89,19 +89,20 @@ class CpuCard(ipw.VBox):
         cr3 = f"{v.cr3:#x} ({html.escape(_frame_role(resume, v.cr3))})" if v.cr3 is not None else "none (paging off)"
         armed = (f"{v.armed_line:#x} ({html.escape(_frame_role(resume, v.armed_line))})"
                  if v.armed_line is not None else "none")
-        self.info.value = (f'<span class="lab-note"><b>CPU {v.id}</b>, {html.escape(label)}, {online} in the '
-                           f"{html.escape(resume.runtime.kernel.name)} kernel | CR3 {cr3}<br>"
-                           f"monitor armed on {armed} | TLB entries {v.tlb_entries} | "
-                           f"wake-ups {v.wakeups} | RIP {v.rip:#x}</span>")
-        self.listing.value = render_listing(v.listing, v.rip)
+        self.info_html = (f'<span class="lab-note"><b>CPU {v.id}</b>, {html.escape(label)}, {online} in the '
+                          f"{html.escape(resume.runtime.kernel.name)} kernel | CR3 {cr3}<br>"
+                          f"monitor armed on {armed} | TLB entries {v.tlb_entries} | "
+                          f"wake-ups {v.wakeups} | RIP {v.rip:#x}</span>")
+        self.listing_html = render_listing(v.listing, v.rip)
+        self.detail.value = self.info_html + self.oops_html + self.listing_html
         return changed
 
     def _oops(self, v: CpuView) -> None:
         if v.oops:
-            self.oops.value = '<pre class="lab-oops-text">' + html.escape(v.oops) + "</pre>"
+            self.oops_html = '<pre class="lab-oops-text">' + html.escape(v.oops) + "</pre>"
             self.add_class("lab-cpu-faulted")
         else:
-            self.oops.value = ""
+            self.oops_html = ""
             self.remove_class("lab-cpu-faulted")
 
 
@@ -159,7 +160,7 @@ class CpuCards(ipw.VBox):
             card.update(card.view, self.resume)
         for c in self.cards:
             (c.add_class if c is card else c.remove_class)("lab-cpu-selected")
-        self.detail.children = [card.info, card.oops, card.listing]
+        self.detail.children = [card.detail]
         if self.pick.value != cpu:
             self.pick.value = cpu
 

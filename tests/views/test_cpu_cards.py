@@ -20,13 +20,15 @@ def card_matches(lab: widgets.ResumeLab) -> None:
         assert f"wake-ups {v.wakeups} " in card.summary.value
         if i != lab.cards.selected:
             continue  # the detail pane shows the selected CPU only
-        assert f"TLB entries {v.tlb_entries}" in card.info.value
+        assert f"TLB entries {v.tlb_entries}" in card.info_html
         if v.cr3 is not None:
-            assert f"CR3 {v.cr3:#x}" in card.info.value
+            assert f"CR3 {v.cr3:#x}" in card.info_html
         marked = [ln for ln in v.listing.splitlines() if ln.startswith("=>")]
         if marked:
-            assert f'<span class="lab-rip">{html.escape(marked[0])}</span>' in card.listing.value
-        assert lab.cards.detail.children == (card.info, card.oops, card.listing)
+            assert f'<span class="lab-rip">{html.escape(marked[0])}</span>' in card.listing_html
+        # the pane shows the note, the oops and the listing, in that order, as one widget
+        assert lab.cards.detail.children == (card.detail,)
+        assert card.detail.value == card.info_html + card.oops_html + card.listing_html
 
 
 def test_cards_follow_each_step(workshop_lab: widgets.ResumeLab) -> None:
@@ -51,8 +53,8 @@ def test_mwait_card_shows_the_cstate_and_armed_line(report_lab: widgets.ResumeLa
     assert v.state == "mwait" and v.cstate == "C6"
     assert "mwait C6" in report_lab.cards[1].header.value
     report_lab.cards.pick.value = 1
-    assert f"monitor armed on {v.armed_line:#x}" in report_lab.cards[1].info.value
-    assert "thread_info" in report_lab.cards[1].info.value
+    assert f"monitor armed on {v.armed_line:#x}" in report_lab.cards[1].info_html
+    assert "thread_info" in report_lab.cards[1].info_html
 
 
 def test_faulted_card_shows_the_oops(faulted_lab: widgets.ResumeLab) -> None:
@@ -62,11 +64,11 @@ def test_faulted_card_shows_the_oops(faulted_lab: widgets.ResumeLab) -> None:
     assert len(faulted) == 1
     card = faulted[0]
     assert card.cpu == r.faults()[0]["cpu"]
-    assert "<pre" in card.oops.value and FAULT_ADDRESS in card.oops.value
-    assert html.escape(r.cpu(card.cpu).oops) in card.oops.value
+    assert "<pre" in card.oops_html and FAULT_ADDRESS in card.oops_html
+    assert html.escape(r.cpu(card.cpu).oops) in card.oops_html
     for other in faulted_lab.cards.cards:
         if other is not card:
-            assert other.oops.value == "" and "lab-cpu-faulted" not in other._dom_classes
+            assert other.oops_html == "" and "lab-cpu-faulted" not in other._dom_classes
 
 
 def test_hlt_run_ends_with_no_faulted_card() -> None:

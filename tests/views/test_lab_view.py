@@ -31,7 +31,7 @@ def test_step_to_next_fault_on_the_report_machine(faulted_lab: widgets.ResumeLab
     assert r.outcome == "panic"
     assert r.faults()[0]["address"] == "0x" + FAULT_ADDRESS
     faulted = [c for c in lab.cards.cards if "lab-cpu-faulted" in c._dom_classes]
-    assert faulted and FAULT_ADDRESS in faulted[0].oops.value and "<pre" in faulted[0].oops.value
+    assert faulted and FAULT_ADDRESS in faulted[0].oops_html and "<pre" in faulted[0].oops_html
     assert '<tr class="lab-walk-row' in lab.walk.table.value
     assert "lab-walk-fault" in lab.walk.table.value
     assert "lab-walk-fault" in lab.walk.table.value.split('<tr class="lab-walk-row')[-1].split(">")[0]
