@@ -225,7 +225,8 @@ BOKEH_PATCHES_JS = r"""
         this.__labVariantsUsed = true;  // from now on, every update brings them up to date
         this.__labVariants = "updating";
         variants(this, true);
-        setData.call(this).then(() => { this.__labVariants = "live"; this.request_paint(); });
+        const done = () => { this.__labVariants = "live"; this.request_paint(); };
+        setData.call(this).then(done, (error) => { done(); console.error(error); });
         return;
       }
       return paint.call(this, ctx);
