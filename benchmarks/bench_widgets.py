@@ -237,14 +237,16 @@ def bench_browser_step_vs_trivial_button_stock_server():
     tests/browser/test_browser_the_bug.py::test_step_vs_trivial_on_a_stock_jupyter_server
     measured it (run the browser test first).  Target <= 1.2.  Both clicks mostly wait for a
     delayed ACK there (Nagle's algorithm, 40 ms): Step 80 ms, the trivial one 64 or 78, so the
-    ratio is about 1.03 or 1.25 by session (1.2 or under in nine of fifteen)."""
+    ratio is about 1.03 or 1.25 by session (1.2 or under in nine of seventeen)."""
     return _browser_ratio("browser-step-vs-trivial-stock.json", "stock jupyter_server")
 
 
 def bench_browser_step_vs_trivial_button_lab_server():
-    """The same in the lab's JupyterLab (make lab, Binder), whose kernel websocket has Nagle's
-    algorithm off (widgets/kernel_socket.py): the trivial button 30 ms, Step 30 or 45 ms (two
-    animation frames or three), so the ratio is about 1.0 or about 1.5 by session: 1.2 or under
-    in twelve of twenty-four, since a figure's change goes as one message (1.26 to 1.61 before).
-    docs/architecture.md, "The Step click against a trivial button"."""
+    """The same in the lab's JupyterLab (make lab, Binder), tuned for clicks (scripts/lab.py:
+    Nagle's algorithm off on the kernel websocket, the busy favicon off): the trivial button 30
+    ms, Step 30 or 45 ms (two animation frames or three), so the ratio is about 1.0 or about 1.5
+    by session: 1.2 or under in twenty-three of twenty-six sessions (twelve of twenty-four before
+    the favicon, the variants patch and the lighter timeline and detail pane; 1.26 to 1.61
+    before a figure's change went as one message).  docs/architecture.md, "The Step click
+    against a trivial button"."""
     return _browser_ratio("browser-step-vs-trivial.json", "the lab's server (TCP_NODELAY)")
