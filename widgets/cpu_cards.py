@@ -38,7 +38,7 @@ class CpuCard(ipw.VBox):
     it, ``lab-changed`` when the last step changed it).  ``header`` and ``summary`` are on the
     card; ``detail`` goes in the detail pane: ``info_html``, ``oops_html`` (the oops in a
     ``<pre>``) and ``listing_html`` in one HTML widget, so that a step that moves the RIP sends
-    the page one message, not three."""
+    the page one message (the note and the listing both change), not two."""
 
     def __init__(self, cpu: int) -> None:
         self.cpu = cpu
