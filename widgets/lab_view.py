@@ -207,12 +207,14 @@ BOKEH_PATCHES_JS = r"""
         || (doc != null && doc.interactive_duration() > 0 && !renderer.has_webgl && lod != null
             && renderer.all_indices.count > lod);
     };
+    // __labVariants: "built" (lazy_initialize's update, all of them), "stale" (the glyph only),
+    // "updating", then "live": drawn once, every update brings them up to date from then on
     const setData = view.set_data;
     view.set_data = function (indices) {
       const state = this.__labVariants;
-      if (state === undefined) {  // the first, from lazy_initialize: all of them
-        this.__labVariants = "live";
-      } else if (state !== "updating" && !this.__labVariantsUsed) {
+      if (state === undefined) {
+        this.__labVariants = "built";
+      } else if (state === "built" || state === "stale") {
         variants(this, false);
         this.__labVariants = "stale";
       }
@@ -222,7 +224,6 @@ BOKEH_PATCHES_JS = r"""
     view._paint = function (ctx) {
       if (this.__labVariants === "updating") { return; }  // the repaint after the update draws it
       if (this.__labVariants === "stale" && drawsVariant(this)) {
-        this.__labVariantsUsed = true;  // from now on, every update brings them up to date
         this.__labVariants = "updating";
         variants(this, true);
         const done = () => { this.__labVariants = "live"; this.request_paint(); };

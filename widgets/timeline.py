@@ -73,8 +73,7 @@ class Layer:
         # the names stay where they are (no change to send) when the window grows or shrinks
         shown[id(self.text)] = [fig.text(
             x="x", y="y", text="text", x_offset=LABEL_OFFSET_PX, text_font_size="8pt", text_align="left",
-            text_baseline="middle",
-            text_color="#000000", background_fill_color="#ffffff", background_fill_alpha=0.8, source=self.text,
+            text_baseline="middle", text_color="#000000", background_fill_color="#ffffff", background_fill_alpha=0.8, source=self.text,
             level=self.level, visible=False)]
         return r_lanes
 

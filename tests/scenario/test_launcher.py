@@ -10,9 +10,11 @@ from __future__ import annotations
 import http.cookiejar
 import http.server
 import importlib.util
+import json
 import os
 import re
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
@@ -245,9 +247,6 @@ def test_tuned_config_turns_the_busy_favicon_off(monkeypatch) -> None:
     labconfig/page_config.json on the config path) and that turns DISABLED_PLUGINS off; untuned
     (the browser test's stock server) it holds the token only.  Binder's postBuild writes the
     same page config."""
-    import json
-    import shutil
-
     from jupyterlab_server.config import get_static_page_config
 
     tuned = launcher.write_private_config("tok")
