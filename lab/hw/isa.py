@@ -128,12 +128,12 @@ class Program:
             lines.append(Line(va, pending, it))
             pending = None
             va += it.size
-        return Placed(self, base, va - base, labels, lines, _listing_rows(self, lines))
+        return Placed(self, base, va - base, labels, lines, [])
 
 
 def _listing_rows(program: Program, lines: list[Line]) -> tuple[tuple[int | None, str], ...]:
-    """The listing's rows, formatted once (a view asks for the listing on every step): (VA, the
-    text after the mark), or (None, a whole row: the title, a label)."""
+    """The listing's rows: (VA, the text after the mark), or (None, a whole row: the title, a
+    label)."""
     rows: list[tuple[int | None, str]] = [(None, f"{program.name}:" + (f"    ; {program.source}" if program.source else ""))]
     for ln in lines:
         if ln.label:
@@ -149,10 +149,13 @@ class Placed(NamedTuple):
     size: int
     labels: dict[str, int]
     lines: list[Line]
-    rows: tuple[tuple[int | None, str], ...]  # the listing, formatted: _listing_rows
+    rows: list[tuple[int | None, str]]  # _listing_rows, filled by the first listing() (runs never ask)
 
     def listing(self, rip: int | None = None) -> str:
-        """The listing with ``=>`` at RIP, as a learner reads it."""
+        """The listing with ``=>`` at RIP, as a learner reads it (formatted once: a view asks for
+        it on every step)."""
+        if not self.rows:
+            self.rows.extend(_listing_rows(self.program, self.lines))
         return "\n".join(text if va is None else ("=>" if va == rip else "  ") + text for va, text in self.rows)
 
     def line_of(self, rip: int) -> int | None:
