@@ -464,10 +464,13 @@ class Resume:
         return {c.id: c.wakeups for c in self.machine.cpus}
 
     # -- state accessors ---------------------------------------------------------------------
-    def cpu(self, i: int) -> CpuView:
+    def _cpu_index(self, i: int) -> int:
         if not validate.is_whole(i) or not 0 <= i < len(self.machine.cpus):
             raise ValueError(f"no CPU {i!r}; allowed: 0 to {len(self.machine.cpus) - 1}")
-        i = int(i)
+        return int(i)
+
+    def cpu(self, i: int) -> CpuView:
+        i = self._cpu_index(i)
         c = self.machine.cpus[i]
         k = self.runtime.kernel
         placed = next((p for p in k.placed.values() if p.base <= c.rip < p.base + p.size), None)
@@ -498,7 +501,7 @@ class Resume:
     def walk(self, cpu: int, va: int) -> Walk:
         """Walk ``va`` through CPU ``cpu``'s current tables, now, without touching A bits or
         the TLB (what a debugger would do)."""
-        c = self.machine.cpus[self.cpu(cpu).id]
+        c = self.machine.cpus[self._cpu_index(cpu)]
         if c.cr3 is None:
             raise ValueError(f"CPU {cpu} has paging off (state {c.state})")
         return walk(self.machine.memory, c.cr3, va, set_accessed=False)

@@ -72,6 +72,7 @@ class WalkView(ipw.VBox):
         self.walk: Walk | None = None
         self.info: str = ""
         self._shown: dict[tuple[int, int, int], int] = {}  # (cpu, va, level) -> entry shown
+        self._inputs_drawn: tuple[Any, ...] | None = None  # what the rows shown were made of
         self._quiet = False
         self.cpu_select.observe(self._on_cpu, names="value")
         self.address.observe(self._on_address, names="value")
@@ -143,11 +144,13 @@ class WalkView(ipw.VBox):
         self.show(cpu=cpu, va=self.resume.mwait_ptr(int(cpu)))
 
     # -- rendering ----------------------------------------------------------------------------
-    def compute(self, resume: Resume) -> tuple[Walk | None, list[WalkRow], str]:
-        try:
-            w = resume.walk(self.cpu, self.va)
-        except ValueError as exc:  # paging off (wait-for-SIPI, reset)
-            return None, [], str(exc)
+    def compute(self, resume: Resume, w: Walk | None = None) -> tuple[Walk | None, list[WalkRow], str]:
+        """The walk's rows (``w``: the walk, if already done)."""
+        if w is None:
+            try:
+                w = resume.walk(self.cpu, self.va)
+            except ValueError as exc:  # paging off (wait-for-SIPI, reset)
+                return None, [], str(exc)
         overwrites = {(e.data["pfn"], e.data["index"]): e for e in resume.overwrites()}
         rows = []
         phys_bits = resume.machine.memory.phys_bits
@@ -182,10 +185,34 @@ class WalkView(ipw.VBox):
         self._shown = {(self.cpu, self.va, r.level): r.entry for r in rows}
         return w, rows, ""
 
+    def _inputs(self, resume: Resume) -> tuple[Any, ...]:
+        """Everything the rows are made of besides the model's own static tables (roles, the
+        image's content): the walk itself (its entries), the copy's progress (a frame's
+        status: pending or restored), the phase and whether the copy began (the entry before
+        the copy), the overwrites recorded so far.  Equal inputs, equal rows."""
+        try:
+            w: Walk | str = resume.walk(self.cpu, self.va)
+        except ValueError as exc:  # paging off (wait-for-SIPI, reset)
+            w = str(exc)
+        watch = resume.watching
+        return (resume, self.cpu, self.va, w, resume.runtime.copied, resume.phase,
+                None if watch is None else (watch.copy_started, len(watch.overwrites)))
+
     @guarded("message")
     def update(self, resume: Resume) -> None:
+        """Redraw the walk; a step that changed none of its inputs (``_inputs``: most steps)
+        costs one walk, not the rows' lookups and HTML (and sends nothing).  The rows a step
+        changed are highlighted until the next step, so a redraw follows one that had any."""
         self.resume = resume
-        w, rows, info = self.compute(resume)
+        inputs = self._inputs(resume)
+        if inputs == self._inputs_drawn and not any(r.changed for r in self.rows):
+            return
+        self._inputs_drawn = inputs
+        walked = inputs[3]
+        if isinstance(walked, str):
+            w, rows, info = None, [], walked
+        else:
+            w, rows, info = self.compute(resume, walked)
         self.walk, self.rows, self.info = w, rows, info
         self.title.value = (f"<b>cpu{self.cpu}</b> walks <code>{self.va:#x}</code> "
                             f'<span class="lab-note">(indices {" / ".join(map(str, split(self.va)[:4]))}, '

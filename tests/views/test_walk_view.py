@@ -129,3 +129,33 @@ def test_a_cpu_with_paging_off_is_said_not_an_error() -> None:
     assert "paging off" in lab.walk.table.value
     assert error_text(lab.walk.message) == ""
     assert lab.check() == []
+
+
+def test_a_step_that_changes_none_of_the_walks_inputs_redraws_nothing(report_lab: widgets.ResumeLab,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """WalkView.update skips the rows' lookups and HTML when the walk's inputs are the same
+    (most steps); a store into a table the walk reads is drawn at the next update, marked
+    changed for one step."""
+    view, r = report_lab.walk, report_lab.resume
+    computed = []
+    compute = view.compute
+    monkeypatch.setattr(view, "compute", lambda *a, **k: computed.append(1) or compute(*a, **k))
+    skipped = 0
+    for _ in range(30):
+        before, n = view.table.value, len(computed)
+        report_lab.stepper.step_button.click()
+        rows_match(view)
+        if len(computed) == n:
+            skipped += 1
+            assert view.table.value == before
+    assert skipped >= 10, "no step left the walk's inputs alone"
+    # a store the copy did not make: the PT entry the walk reads, changed under it
+    last = view.rows[-1]
+    paddr = last.table + 8 * last.index
+    r.machine.memory.write_u64(paddr, last.entry ^ (1 << 52), agent="test")
+    view.update(r)
+    rows_match(view)
+    assert view.rows[-1].entry == last.entry ^ (1 << 52) and view.rows[-1].changed
+    assert "lab-changed" in row_classes(view)[-1]
+    view.update(r)  # nothing new: the highlight goes, the entry stays
+    assert not view.rows[-1].changed and "lab-changed" not in row_classes(view)[-1]
