@@ -96,3 +96,51 @@ def test_other_page_messages_are_left_to_jupyter_bokeh(pane: BokehPane) -> None:
                             "attr": "end", "new": 42.0}, [])
     assert rng.end == 42.0
     assert pane.sent == [], "the page's own change was sent back to it"
+
+
+def test_the_patch_message_is_the_one_bokeh_makes(pane: BokehPane) -> None:
+    """widgets._bokeh.patch_message keeps the models' references from one message to the next;
+    its content is what Bokeh's own PATCH-DOC has for the same events: a changed value, new
+    data, a new model (sent whole, once: then a reference), binary buffers."""
+    from bokeh.models import FixedTicker
+    from bokeh.protocol import Protocol
+
+    from widgets._bokeh import patch_message
+
+    doc = pane._document
+    refs: dict = {}
+    held: list = []
+    pane._send_patch = held.extend  # the pane's events, kept here instead of sent
+
+    def both() -> tuple[dict, dict, list, list]:
+        events = list(held)
+        held.clear()
+        new = set(doc.models._new_models)
+        mine = patch_message(events, refs)
+        left = set(doc.models._new_models)
+        doc.models._new_models = new
+        theirs = Protocol().create("PATCH-DOC", events)
+        assert set(doc.models._new_models) == left, "the models still new differ"
+        def content(msg) -> dict:  # a buffer's id is new in every message: numbered instead
+            text = msg.content_json
+            for i, b in enumerate(msg.buffers):
+                text = text.replace(str(b.id), f"buffer-{i}")
+            return json.loads(text)
+
+        return (content(mine), content(theirs), [b.to_bytes() for b in mine.buffers],
+                [b.to_bytes() for b in theirs.buffers])
+
+    pane.fig.x_range.end = 7.5
+    mine, theirs, _, _ = both()
+    assert mine == theirs and mine["events"][0]["new"] == 7.5
+    pane.src.data = dict(x=[0.0, 2.0], y=[1.0, 3.0])
+    mine, theirs, _, _ = both()
+    assert mine == theirs and mine["events"][0]["kind"] == "ColumnDataChanged"
+    pane.fig.xaxis.ticker = FixedTicker(ticks=[0, 1])
+    mine, theirs, _, _ = both()
+    assert mine == theirs and "FixedTicker" in json.dumps(mine)
+    pane.src.data = dict(x=np.arange(3, dtype=np.float64), y=np.ones(3))
+    mine, theirs, bufs, their_bufs = both()
+    assert mine == theirs and bufs == their_bufs and len(bufs) >= 1
+    with pytest.raises(ValueError, match="at least one event"):
+        patch_message([], refs)
