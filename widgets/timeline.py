@@ -12,7 +12,10 @@ a pixel sends nothing (the open segments end within 1/SUBPIXEL of the window bef
 Each CPU's current segment, growing with time, is drawn (with the phase lines and the markers
 over it) on Bokeh's overlay layer, a canvas of its own; the segments that have ended are drawn
 under it and change only when a CPU changes state or the window moves.  Most steps only extend
-the current segments, and BokehJS then repaints the overlay alone (``Layer``)."""
+the current segments, and BokehJS then repaints the overlay alone (``Layer``).  The current
+segments all end at now, so their right edge is one number on their quads (``open_right``), not
+a column: such a step changes that number and no data (the kernel's cost of a step is what
+keeps a Step click from the floor of a trivial button, docs/architecture.md)."""
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -44,31 +47,41 @@ SUBPIXEL = 8000
 class Layer:
     """The lanes' segments of one kind, with their hatches and their names: ``.lanes`` (the
     quads), ``.hatches`` (pattern -> the quads that carry it), ``.text`` (the names of the
-    segments wide enough), drawn on Bokeh's ``level`` ("overlay": a layer of its own canvas)."""
+    segments wide enough), drawn on Bokeh's ``level`` ("overlay": a layer of its own canvas).
+    With ``shared_right`` the quads have no right edge in their data: one value for all of them
+    (``set_right``), the current segments' end, now."""
 
     COLUMNS = ("left", "right", "bottom", "top", "color", "hatch", "label", "cpu", "start", "end")
+    SHARED_RIGHT = ("right", "end")  # the columns a layer of shared right edge does without
 
-    def __init__(self, name: str, level: str) -> None:
+    def __init__(self, name: str, level: str, shared_right: bool = False) -> None:
         tag = "" if name == "ended" else f"-{name}"
         self.level = level
-        self.lanes = ColumnDataSource(name=f"timeline-lanes{tag}", data={k: [] for k in self.COLUMNS})
+        self.shared_right = shared_right
+        self.columns = tuple(k for k in self.COLUMNS if not (shared_right and k in self.SHARED_RIGHT))
+        self.quads: list[Any] = []  # the renderers of the quads (lanes and hatches)
+        self.lanes = ColumnDataSource(name=f"timeline-lanes{tag}", data={k: [] for k in self.columns})
         self.text = ColumnDataSource(name=f"timeline-lane-text{tag}", data=dict(x=[], y=[], text=[]))
         # the hatch of each state is drawn over the lanes by a renderer of its own pattern (states
         # that share a pattern share it): a pattern per quad (a column of patterns) made BokehJS
         # build a canvas for each quad, five times (its glyph variants), on every update
+        self.hatch_columns = tuple(k for k in ("left", "right", "bottom", "top") if k in self.columns)
         self.hatches = {hatch: ColumnDataSource(name=f"timeline-hatch{tag}-{hatch}",
-                                                data=dict(left=[], right=[], bottom=[], top=[]))
+                                                data={k: [] for k in self.hatch_columns})
                         for hatch in dict.fromkeys(h for _c, h, _s in STATE_STYLES.values() if h.strip())}
 
     def draw(self, fig: Any, shown: dict[int, list[Any]]) -> Any:
         """Add the renderers to ``fig`` (each hidden until its source has data: ``shown``, id of
         a source -> its renderers); returns the lanes' renderer (for the hover tool)."""
-        quads = dict(left="left", right="right", bottom="bottom", top="top", level=self.level, visible=False)
+        quads = dict(left="left", right=0.0 if self.shared_right else "right", bottom="bottom", top="top",
+                     level=self.level, visible=False)
         r_lanes = fig.quad(fill_color="color", line_color="#000000", line_width=0.5, source=self.lanes, **quads)
         shown[id(self.lanes)] = [r_lanes]
+        self.quads = [r_lanes]
         for hatch, src in self.hatches.items():
             shown[id(src)] = [fig.quad(fill_color=None, line_color=None, hatch_pattern=hatch, hatch_color="#000000",
                                        hatch_alpha=0.55, hatch_scale=8, source=src, **quads)]
+            self.quads += shown[id(src)]
         # a name sits LABEL_OFFSET_PX right of its segment's start: an offset in pixels, so that
         # the names stay where they are (no change to send) when the window grows or shrinks
         shown[id(self.text)] = [fig.text(
@@ -83,8 +96,15 @@ class Layer:
         send_shown(self.lanes, rows)
         for hatch, src in self.hatches.items():
             pick = [i for i, h in enumerate(rows["hatch"]) if h == hatch]
-            send_shown(src, {k: [rows[k][i] for i in pick] for k in ("left", "right", "bottom", "top")})
+            send_shown(src, {k: [rows[k][i] for i in pick] for k in self.hatch_columns})
         send_shown(self.text, text)
+
+    def set_right(self, x: float) -> None:
+        """The right edge of every quad shown (``shared_right``); a hidden one gets it when it
+        is shown (``send`` first, then this)."""
+        for r in self.quads:
+            if r.visible and r.glyph.right != x:
+                r.glyph.right = x
 
 
 class TimelineView(ipw.VBox):
@@ -109,7 +129,8 @@ class TimelineView(ipw.VBox):
         # a step mostly only extends each CPU's current segment: those are drawn by renderers of
         # their own on Bokeh's overlay layer, over the ended ones, so that such a step repaints
         # only that layer (a few quads), not the whole figure
-        self.layers = {"ended": Layer("ended", "glyph"), "open": Layer("open", "overlay")}
+        self.layers = {"ended": Layer("ended", "glyph"), "open": Layer("open", "overlay", shared_right=True)}
+        self.open_right = 0.0  # the current segments' right edge (ms): now, as last drawn
         self.lanes, self.lane_text = self.layers["ended"].lanes, self.layers["ended"].text
         self.open_lanes, self.open_text = self.layers["open"].lanes, self.layers["open"].text
         self.wakes = ColumnDataSource(name="timeline-wakes", data=dict(x=[], y=[], text=[]))
@@ -144,8 +165,10 @@ class TimelineView(ipw.VBox):
         for src, *rends in ((self.phases, r_phase, r_phase_text), (self.wakes, r_wakes),
                             (self.overwrites, r_over), (self.faults, r_faults)):
             self._shown[id(src)] = rends
-        lanes.add_tools(HoverTool(renderers=r_lanes, tooltips=[("cpu", "@cpu"), ("state", "@label"),
-                                                                  ("from", "@start ms"), ("to", "@end ms")]))
+        lanes.add_tools(HoverTool(renderers=r_lanes[:1], tooltips=[("cpu", "@cpu"), ("state", "@label"),
+                                                                      ("from", "@start ms"), ("to", "@end ms")]))
+        lanes.add_tools(HoverTool(renderers=r_lanes[1:], tooltips=[("cpu", "@cpu"), ("state", "@label"),
+                                                                      ("from", "@start ms"), ("to", "now, still in it")]))
         lanes.add_tools(HoverTool(renderers=[r_wakes, r_faults, r_over], tooltips=[("", "@text")]))
         # the legend is HTML next to the zoom buttons, drawn once: in the canvas, BokehJS measured
         # its twelve labels again on every repaint, i.e. on every Step (widgets._common.legend_html)
@@ -198,6 +221,7 @@ class TimelineView(ipw.VBox):
         self._points: list[tuple[int, int]] = [(0, 0)]
         self._pages = 0
         self._drawn: tuple | None = None
+        self._shape: tuple | None = None  # what _draw drew last (_update)
         self._range_key = None
         if getattr(self, "_axes_for", None) != (n, len(resume.loaded.pblist)):
             # set once per machine: every Bokeh change is a message to the browser
@@ -297,29 +321,48 @@ class TimelineView(ipw.VBox):
         if key == self._drawn:
             return
         self._drawn = key
-        parts = {name: ({k: [] for k in Layer.COLUMNS}, {"x": [], "y": [], "text": []}) for name in self.layers}
         min_w = 0.08 * (hi - lo)
+        # what is drawn, but for the current segments' right edge: each segment begun, whether
+        # it is current (ends at now) and whether it is wide enough for its name
+        drawn = []
         for c, segs in self.segments.items():
             for start, end, label in segs:
                 if start > now:
                     continue
-                rows, text = parts["open" if end is None or end > now else "ended"]
-                stop = now if end is None else min(end, now)
-                rows["left"].append(start / 1e6)
-                rows["right"].append(max(stop, start) / 1e6)
-                rows["bottom"].append(c - 0.35)
-                rows["top"].append(c + 0.35)
-                rows["color"].append(state_color(label))
-                rows["hatch"].append(state_hatch(label))
-                rows["label"].append(label)
-                rows["cpu"].append(c)
-                rows["start"].append(round(start / 1e6, 6))
-                rows["end"].append(round(stop / 1e6, 6))
+                current = end is None or end > now
+                stop = now if current else end
                 a, b = max(start / 1e6, lo), min(stop / 1e6, hi)
-                if b - a >= min_w:  # at the segment's left (or the window's): a fixed place, sent once
-                    text["x"].append(a)
-                    text["y"].append(c)
-                    text["text"].append(label)
+                drawn.append((c, start, end, label, current, b - a >= min_w))
+        shape = (lo, hi, len(self._wakes), len(self._faults), len(self._overwrites), len(self._phases), drawn)
+        if shape != self._shape:  # else only now moved: the right edge alone (most steps)
+            self._shape = shape
+            self._draw(drawn, lo, hi)
+        self.open_right = now / 1e6
+        self.layers["open"].set_right(self.open_right)
+        if self.progress_live:
+            self.send_progress()
+
+    def _draw(self, drawn: list[tuple], lo: float, hi: float) -> None:
+        """Give the sources the segments ``drawn`` (``_update``), the markers and the phases."""
+        parts = {name: ({k: [] for k in layer.columns}, {"x": [], "y": [], "text": []})
+                 for name, layer in self.layers.items()}
+        for c, start, end, label, current, named in drawn:
+            rows, text = parts["open" if current else "ended"]
+            rows["left"].append(start / 1e6)
+            if not current:  # a current segment ends at now: the open layer's shared right edge
+                rows["right"].append(end / 1e6)
+                rows["end"].append(round(end / 1e6, 6))
+            rows["bottom"].append(c - 0.35)
+            rows["top"].append(c + 0.35)
+            rows["color"].append(state_color(label))
+            rows["hatch"].append(state_hatch(label))
+            rows["label"].append(label)
+            rows["cpu"].append(c)
+            rows["start"].append(round(start / 1e6, 6))
+            if named:  # at the segment's left (or the window's): a fixed place, sent once
+                text["x"].append(max(start / 1e6, lo))
+                text["y"].append(c)
+                text["text"].append(label)
         for name, layer in self.layers.items():
             layer.send(*parts[name], self._send_shown)
         for src, items in ((self.wakes, self._wakes), (self.faults, self._faults), (self.overwrites, self._overwrites)):
@@ -330,8 +373,6 @@ class TimelineView(ipw.VBox):
                                y1=[n - 0.5] * len(self._phases),
                                ty=[-0.8 - 0.55 * r for r in label_rows(self._phases, lo, hi)],
                                name=[p for _, p in self._phases]))
-        if self.progress_live:
-            self.send_progress()
 
     def _send_shown(self, src: ColumnDataSource, data: dict[str, list]) -> None:
         """``send``, then show the source's renderers only while it has data."""
@@ -376,13 +417,19 @@ class TimelineView(ipw.VBox):
             self._range_key = key
             self.lanes_figure.x_range.start, self.lanes_figure.x_range.end = lo, hi
         if force:
-            self._drawn = None
+            self._drawn = self._shape = None
             self.update(self.resume)
         return lo, hi
 
     def rows(self) -> dict[str, list]:
-        """Every segment drawn (both layers) as one table, in order of CPU and start."""
-        parts = [layer.lanes.data for layer in self.layers.values()]
+        """Every segment drawn (both layers) as one table, in order of CPU and start; a current
+        segment ends at ``open_right``."""
+        right = {"right": self.open_right, "end": round(self.open_right, 6)}
+        parts = []
+        for layer in self.layers.values():
+            d = layer.lanes.data
+            n = len(d["left"])
+            parts.append({k: list(d[k]) if k in d else [right[k]] * n for k in Layer.COLUMNS})
         order = sorted((d["cpu"][i], d["start"][i], j, i) for j, d in enumerate(parts) for i in range(len(d["cpu"])))
         return {k: [parts[j][k][i] for _c, _s, j, i in order] for k in Layer.COLUMNS}
 

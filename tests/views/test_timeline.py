@@ -89,26 +89,31 @@ def test_a_step_that_moves_nothing_by_a_pixel_sends_nothing(report_lab: widgets.
 
 
 def test_a_step_that_only_extends_the_current_segments_touches_only_the_overlay(report_lab: widgets.ResumeLab) -> None:
-    """Each CPU's current segment is drawn on Bokeh's overlay layer (widgets.timeline.Layer): a
-    step that changes no state, no marker and not the window sends those quads only, so that
-    BokehJS repaints that layer, not the ended segments under it."""
+    """Each CPU's current segment is drawn on Bokeh's overlay layer (widgets.timeline.Layer),
+    with one right edge for all of them (``open_right``, now): a step that changes no state, no
+    marker and not the window changes that number on the shown quads and no data at all, so
+    that BokehJS repaints that layer, not the ended segments under it."""
     s, tl = report_lab.stepper, report_lab.timeline
-    still = [tl.lanes, tl.lane_text, *tl.layers["ended"].hatches.values(), tl.phases, tl.wakes, tl.faults,
-             tl.overwrites]
+    sources = [tl.lanes, tl.lane_text, *tl.layers["ended"].hatches.values(), tl.phases, tl.wakes, tl.faults,
+               tl.overwrites, tl.open_lanes, tl.open_text, *tl.layers["open"].hatches.values()]
     over = (tl.phases, tl.wakes, tl.faults, tl.overwrites, tl.open_lanes, tl.open_text,
             *tl.layers["open"].hatches.values())
     assert {r.level for r in tl.lanes_figure.renderers if r.data_source in over} == {"overlay"}
     assert {r.level for r in tl.lanes_figure.renderers if r.data_source not in over} == {"glyph"}
+    assert "right" not in tl.open_lanes.data and "right" in tl.lanes.data
     checked = 0
     while checked < 5 and not report_lab.resume.finished:
         shape = (sum(len(x) for x in tl.segments.values()), tl.window(), len(tl._phases), len(tl._wakes),
                  len(tl._faults), len(tl._overwrites))
-        data, opened = [src.data for src in still], tl.open_lanes.data
+        data, right, sent = [src.data for src in sources], tl.open_right, tl.bokeh.patches_sent
         s.step_button.click()
         after = (sum(len(x) for x in tl.segments.values()), tl.window(), len(tl._phases), len(tl._wakes),
                  len(tl._faults), len(tl._overwrites))
-        if after == shape and tl.open_lanes.data is not opened:
-            assert [src.name for src, d in zip(still, data) if src.data is not d] == []
+        shown = [r for r in tl.layers["open"].quads if r.visible]
+        assert shown and all(r.glyph.right == tl.open_right for r in shown)
+        changed = [src.name for src, d in zip(sources, data) if src.data is not d]
+        if after == shape and tl.open_right != right and not changed:
+            assert tl.bokeh.patches_sent == sent + 1, "the new right edge was not sent"
             checked += 1
     assert checked == 5, "the run gave no steps that only extend the current segments"
     lanes_consistent(report_lab)
