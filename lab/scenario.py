@@ -469,6 +469,12 @@ class Resume:
             raise ValueError(f"no CPU {i!r}; allowed: 0 to {len(self.machine.cpus) - 1}")
         return int(i)
 
+    def run_state(self, i: int) -> tuple[str, str | None]:
+        """CPU ``i``'s run state and C-state, as ``cpu(i).state`` and ``.cstate`` have them,
+        without the rest of the view (its listing, its symbol)."""
+        c = self.machine.cpus[self._cpu_index(i)]
+        return str(c.state), c.cstate.name if c.cstate and c.state == RunState.MWAIT else None
+
     def cpu(self, i: int) -> CpuView:
         i = self._cpu_index(i)
         c = self.machine.cpus[i]
@@ -476,7 +482,7 @@ class Resume:
         placed = next((p for p in k.placed.values() if p.base <= c.rip < p.base + p.size), None)
         armed = self.machine.monitor.armed.get(i)
         oops = next((o.text for o in self.oopses if o.cpu == i), None)
-        return CpuView(i, str(c.state), c.cstate.name if c.cstate and c.state == RunState.MWAIT else None,
+        return CpuView(i, *self.run_state(i),
                        c.rip, k.symbolize(c.rip), placed.listing(c.rip) if placed else "", c.cr3,
                        armed.line if armed else None, len(c.tlb), c.wakeups, i in k.online, oops)
 

@@ -210,7 +210,7 @@ class TimelineView(ipw.VBox):
         # the lanes are rebuilt from all events, from the states at step 0 (the same in every
         # run of a configuration: kept from the first bind, or the states now if bound later)
         if resume.steps == 0 or getattr(self, "_initial_config", None) != resume.config:
-            self._initial = [state_label(resume.cpu(i).state, resume.cpu(i).cstate) for i in range(n)]
+            self._initial = [state_label(*resume.run_state(i)) for i in range(n)]
             self._initial_config = resume.config
         self.segments: dict[int, list[list[Any]]] = {i: [[0, None, self._initial[i]]] for i in range(n)}
         self._cursor = 0
@@ -295,8 +295,7 @@ class TimelineView(ipw.VBox):
             self._points.append((resume.now, resume.runtime.copied))
         # reconcile with the CPUs as they are now (transitions no event announced)
         for c, segs in self.segments.items():
-            v = resume.cpu(c)
-            label = state_label(v.state, v.cstate)
+            label = state_label(*resume.run_state(c))
             cur = segs[-1][2]
             if cur != label and not (label == "running" and cur in ("running", "waking")):
                 self._transition(c, last_t.get(c, resume.now), label)

@@ -127,6 +127,15 @@ def test_numpy_integers_are_accepted_as_whole_numbers() -> None:
     json.dumps(c.to_dict())  # plain values: a trace can hold them
     r = Resume(c)
     assert r.cpu(np.int64(1)).id == 1 and r.frame(np.int64(0)).pfn == 0
+    assert r.run_state(np.int64(1)) == (r.cpu(1).state, r.cpu(1).cstate)
+
+
+@pytest.mark.parametrize("cpu", [4, -1, 1.5, "1", True])
+def test_a_cpu_that_does_not_exist_is_named_with_what_is_allowed(cpu) -> None:
+    r = Resume(Config.from_preset("workshop", cpus=4))
+    for ask in (r.cpu, r.run_state, lambda i: r.walk(i, 0)):
+        with pytest.raises(ValueError, match=r"no CPU .*; allowed: 0 to 3"):
+            ask(cpu)
 
 
 def test_resume_with_numpy_settings_runs_like_plain_ones() -> None:
