@@ -82,6 +82,9 @@ else:
         _bt_tl = _bt_lab.timeline
         _bt["timeline_sources"] = {_bt_ref.id: {"name": _bt_ref.name, "data": {k: list(v) for k, v in _bt_ref.data.items()}}
                                    for _bt_ref in _bt_tl.bokeh._model.references() if isinstance(_bt_ref, _BtCDS2)}
+        # the current segments' shared right edge: one value on each shown quad of the open layer
+        _bt["timeline_right"] = {_bt_r.glyph.id: _bt_r.glyph.right for _bt_r in _bt_tl.layers["open"].quads
+                                 if _bt_r.visible}
         _bt["one_message"] = {"timeline": _bt_tl.bokeh.one_message, "progress": _bt_tl.progress_bokeh.one_message,
                               "memmap": _bt_lab.memmap.bokeh.one_message}
     except Exception as _bt_error:

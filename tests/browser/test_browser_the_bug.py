@@ -165,6 +165,7 @@ def test_the_bug_notebook_in_chromium(lab_server, page, notebook_ui, artifacts):
     # whole, as one message: the page told the kernel it takes that, widgets._bokeh).
     assert result.get("one_message", {}).get("timeline") is True, f"one-message patches: {result.get('one_message')}"
     differ = page_sources_differ(page, result["timeline_sources"])
+    differ += page_right_edges_differ(page, result["timeline_right"])
     assert differ == [], "the page's timeline differs from the kernel's:\n" + "\n".join(differ)
     assert result["mismatches"] == [], f"figures differ from the model: {result['mismatches']}"
     assert result["missing"] == [], f"the notebook lacks names the check expects: {result['missing']}"
@@ -215,6 +216,32 @@ def page_sources_differ(page, kernel_sources: dict) -> list[str]:
             if not same:
                 out.append(f"{name}.{col}: page {mine[:6]}... kernel {values[:6]}...")
     return out
+
+
+_PAGE_RIGHT_JS = """
+(ids) => {
+  const out = {};
+  for (const doc of window.Bokeh.documents) {
+    for (const id of ids) {
+      const glyph = doc.get_model_by_id(id);
+      if (glyph == null || out[id] !== undefined) { continue; }
+      const right = glyph.right;  // a value spec: {value: x} (or x)
+      out[id] = right != null && typeof right === "object" ? right.value : right;
+    }
+  }
+  return out;
+}
+"""
+
+
+def page_right_edges_differ(page, kernel_right: dict) -> list[str]:
+    """Where the right edge of the timeline's current segments (glyph id -> value, one for all
+    the quads of the open layer) differs between the page's BokehJS and the kernel."""
+    assert kernel_right, "no quad of the open layer is shown"
+    got = page.evaluate(_PAGE_RIGHT_JS, list(kernel_right))
+    return [f"open quad {gid}: right {got.get(gid)!r} in the page, {want!r} in the kernel"
+            for gid, want in kernel_right.items()
+            if not isinstance(got.get(gid), (int, float)) or abs(got[gid] - want) > 1e-9 * max(1.0, abs(want))]
 
 
 # -- one laptop screen: the overwrite under the sleeping CPU -------------------------------------
