@@ -147,7 +147,7 @@ class CpuCards(ipw.VBox):
             self.selected = min(self.selected, n - 1)
         for c in self.cards:
             c.view = None
-        self.update(resume)
+        self.update(resume, highlight=False)  # a new run: no step has changed anything yet
         self.select(self.selected)
 
     @guarded("message")
@@ -165,10 +165,12 @@ class CpuCards(ipw.VBox):
             self.pick.value = cpu
 
     @guarded("message")
-    def update(self, resume: Resume) -> None:
+    def update(self, resume: Resume, highlight: bool = True) -> None:
+        """Show the CPUs as they are; with ``highlight``, mark (``lab-changed``) the cards the
+        last step changed."""
         for card in self.cards:
             changed = card.update(resume.cpu(card.cpu), resume, detail=card.cpu == self.selected)
-            (card.add_class if changed else card.remove_class)("lab-changed")
+            (card.add_class if changed and highlight else card.remove_class)("lab-changed")
 
     def check(self, resume: Resume) -> list[str]:
         bad = []

@@ -77,3 +77,28 @@ def test_hlt_run_ends_with_no_faulted_card() -> None:
     assert lab.resume.outcome == "resumed"
     card_matches(lab)
     assert not any(c.faulted for c in lab.cards.cards)
+
+
+def test_the_cards_a_step_changed_are_marked_and_a_reset_marks_none(report_lab: widgets.ResumeLab) -> None:
+    """lab-changed on a card: the last step changed its CPU (its view or its state's name).
+    After Reset no step has run, so no card is marked (and the first step sends no class change
+    for a CPU it left alone)."""
+    lab, r = report_lab, report_lab.resume
+
+    def marked() -> set[int]:
+        return {c.cpu for c in lab.cards.cards if "lab-changed" in c._dom_classes}
+
+    assert marked() == set()
+    seen = set()
+    for _ in range(30):
+        before = [r.cpu(i) for i in range(r.config.cpus)]
+        lab.stepper.step_button.click()
+        r = lab.resume
+        after = [r.cpu(i) for i in range(r.config.cpus)]
+        want = {i for i in range(r.config.cpus) if before[i] != after[i]}
+        assert want <= marked(), f"cards changed by the step not marked: {want - marked()}"
+        assert marked() <= want | {i for i in range(r.config.cpus) if lab.cards[i]._label == "waking"}
+        seen |= marked()
+    assert 0 in seen and 1 in seen, "the run changed no CPU to check"
+    lab.stepper.reset()
+    assert marked() == set()
