@@ -245,10 +245,10 @@ def bench_browser_step_vs_trivial_button_lab_server():
     """The same in the lab's JupyterLab (make lab, Binder), tuned for clicks (scripts/lab.py:
     Nagle's algorithm off on the kernel websocket, the busy favicon off): the trivial button 30
     ms, Step 30 or 45 ms (two animation frames or three), so the ratio is about 1.0 or about 1.5
-    by session: 1.2 or under in twenty-three of twenty-nine sessions after the kernel's share of
-    a Step was halved (redrawing only what a step changed), thirty-seven of forty-four before
-    (twelve of twenty-four before the favicon, the variants patch and the lighter timeline and
-    detail pane; 1.26 to 1.61 before a figure's change went as one message): the machine's
-    load decides most of it.  docs/architecture.md, "The Step click against a trivial
+    by session, and the machine's load decides most of it: 1.2 or under in fourteen of
+    fourteen sessions after the kernel's share of a Step was halved (redrawing only what a step
+    changed), eleven of fourteen before it, taking turns with it (twelve of twenty-four before
+    the favicon, the variants patch and the lighter timeline and detail pane; 1.26 to 1.61
+    before a figure's change went as one message).  docs/architecture.md, "The Step click against a trivial
     button"."""
     return _browser_ratio("browser-step-vs-trivial.json", "the lab's server (TCP_NODELAY)")
