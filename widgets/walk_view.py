@@ -144,13 +144,8 @@ class WalkView(ipw.VBox):
         self.show(cpu=cpu, va=self.resume.mwait_ptr(int(cpu)))
 
     # -- rendering ----------------------------------------------------------------------------
-    def compute(self, resume: Resume, w: Walk | None = None) -> tuple[Walk | None, list[WalkRow], str]:
-        """The walk's rows (``w``: the walk, if already done)."""
-        if w is None:
-            try:
-                w = resume.walk(self.cpu, self.va)
-            except ValueError as exc:  # paging off (wait-for-SIPI, reset)
-                return None, [], str(exc)
+    def compute(self, resume: Resume, w: Walk) -> list[WalkRow]:
+        """The rows of walk ``w`` (``_inputs`` walked it)."""
         overwrites = {(e.data["pfn"], e.data["index"]): e for e in resume.overwrites()}
         rows = []
         phys_bits = resume.machine.memory.phys_bits
@@ -183,7 +178,7 @@ class WalkView(ipw.VBox):
                                 ev.t if ev is not None else None, ev.data["by"] if ev is not None else None,
                                 changed))
         self._shown = {(self.cpu, self.va, r.level): r.entry for r in rows}
-        return w, rows, ""
+        return rows
 
     def _inputs(self, resume: Resume) -> tuple[Any, ...]:
         """Everything the rows are made of besides the model's own static tables (roles, the
@@ -209,10 +204,10 @@ class WalkView(ipw.VBox):
             return
         self._inputs_drawn = inputs
         walked = inputs[3]
-        if isinstance(walked, str):
+        if isinstance(walked, str):  # paging off: what resume.walk said
             w, rows, info = None, [], walked
         else:
-            w, rows, info = self.compute(resume, walked)
+            w, rows, info = walked, self.compute(resume, walked), ""
         self.walk, self.rows, self.info = w, rows, info
         self.title.value = (f"<b>cpu{self.cpu}</b> walks <code>{self.va:#x}</code> "
                             f'<span class="lab-note">(indices {" / ".join(map(str, split(self.va)[:4]))}, '

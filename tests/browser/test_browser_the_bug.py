@@ -178,15 +178,24 @@ def test_the_bug_notebook_in_chromium(lab_server, page, notebook_ui, artifacts):
     assert NOTEBOOK_FILE.read_bytes() == original, f"{NOTEBOOK} was modified while the test ran"
 
 
-_PAGE_SOURCES_JS = """
-(ids) => {
+_PAGE_MODELS_JS = """
+([ids, attr]) => {
+  // each model (by id) of the page's BokehJS documents: its data columns (attr "data") or the
+  // value of a value spec ({value: x}, or x)
+  const read = (model) => {
+    if (attr === "data") {
+      const data = model.data instanceof Map ? Object.fromEntries(model.data) : model.data;
+      return Object.fromEntries(Object.entries(data).map(([k, v]) => [k, Array.from(v)]));
+    }
+    const v = model[attr];
+    return v != null && typeof v === "object" ? v.value : v;
+  };
   const out = {};
   for (const doc of window.Bokeh.documents) {
     for (const id of ids) {
       const model = doc.get_model_by_id(id);
       if (model == null || out[id] !== undefined) { continue; }
-      const data = model.data instanceof Map ? Object.fromEntries(model.data) : model.data;
-      out[id] = Object.fromEntries(Object.entries(data).map(([k, v]) => [k, Array.from(v)]));
+      out[id] = read(model);
     }
   }
   return out;
@@ -194,10 +203,17 @@ _PAGE_SOURCES_JS = """
 """
 
 
+def _close(a, b) -> bool:
+    """Equal, floats to 1e-9 (relative above 1)."""
+    if isinstance(b, float) and isinstance(a, (int, float)):
+        return abs(a - b) <= 1e-9 * max(1.0, abs(b))
+    return a == b
+
+
 def page_sources_differ(page, kernel_sources: dict) -> list[str]:
     """Where the page's BokehJS ColumnDataSources (by id) differ from the kernel's (``id ->
     {name, data}``): missing sources, other columns, other values (floats to 1e-9)."""
-    page_data = page.evaluate(_PAGE_SOURCES_JS, list(kernel_sources))
+    page_data = page.evaluate(_PAGE_MODELS_JS, [list(kernel_sources), "data"])
     out = []
     for sid, want in kernel_sources.items():
         got = page_data.get(sid)
@@ -210,38 +226,19 @@ def page_sources_differ(page, kernel_sources: dict) -> list[str]:
             continue
         for col, values in want["data"].items():
             mine = got[col]
-            same = len(mine) == len(values) and all(
-                abs(a - b) <= 1e-9 * max(1.0, abs(b)) if isinstance(b, float) and isinstance(a, (int, float)) else a == b
-                for a, b in zip(mine, values))
-            if not same:
+            if not (len(mine) == len(values) and all(_close(a, b) for a, b in zip(mine, values))):
                 out.append(f"{name}.{col}: page {mine[:6]}... kernel {values[:6]}...")
     return out
-
-
-_PAGE_RIGHT_JS = """
-(ids) => {
-  const out = {};
-  for (const doc of window.Bokeh.documents) {
-    for (const id of ids) {
-      const glyph = doc.get_model_by_id(id);
-      if (glyph == null || out[id] !== undefined) { continue; }
-      const right = glyph.right;  // a value spec: {value: x} (or x)
-      out[id] = right != null && typeof right === "object" ? right.value : right;
-    }
-  }
-  return out;
-}
-"""
 
 
 def page_right_edges_differ(page, kernel_right: dict) -> list[str]:
     """Where the right edge of the timeline's current segments (glyph id -> value, one for all
     the quads of the open layer) differs between the page's BokehJS and the kernel."""
     assert kernel_right, "no quad of the open layer is shown"
-    got = page.evaluate(_PAGE_RIGHT_JS, list(kernel_right))
+    got = page.evaluate(_PAGE_MODELS_JS, [list(kernel_right), "right"])
     return [f"open quad {gid}: right {got.get(gid)!r} in the page, {want!r} in the kernel"
             for gid, want in kernel_right.items()
-            if not isinstance(got.get(gid), (int, float)) or abs(got[gid] - want) > 1e-9 * max(1.0, abs(want))]
+            if not isinstance(got.get(gid), (int, float)) or not _close(got[gid], float(want))]
 
 
 # -- one laptop screen: the overwrite under the sleeping CPU -------------------------------------
