@@ -36,6 +36,10 @@ ZOOMS = ("wake to fault", "whole run")
 #: the wake-to-fault window is widened to at least this share of the run, so that the C-state
 #: exit (100 us of a 50 ms run) is wider than a pixel
 MIN_WINDOW_SHARE = 0.04
+#: the whole run is drawn at least this wide (ms): the first steps of a run take a nanosecond
+#: each, and a window of "now" would rescale the axis (a full redraw) on every one of them, by
+#: a factor of two or more, with tick labels of 0.0000002 ms
+MIN_WHOLE_RUN_MS = 0.001
 LABEL_PX = 6.5  # width of a character of the phase labels (8pt), to keep them apart
 PLOT_PX = 900  # the width assumed when placing labels (the figure stretches around it)
 LABEL_OFFSET_PX = 8  # a state's name, right of its segment's start
@@ -389,10 +393,11 @@ class TimelineView(ipw.VBox):
             self.progress_figure.x_range.end = max(self.resume.now, 1) / 1e6 * 1.02
 
     def window(self) -> tuple[float, float]:
-        """The x range (ms) the zoom asks for: the whole run, or the last wake-up to the first
-        fault after it (or to now), widened to MIN_WINDOW_SHARE of the run at least."""
+        """The x range (ms) the zoom asks for: the whole run (MIN_WHOLE_RUN_MS at least), or the
+        last wake-up to the first fault after it (or to now), widened to MIN_WINDOW_SHARE of the
+        run at least."""
         now = max(self.resume.now, 1) / 1e6
-        whole = (0.0, nice_ceil(now * 1.02))
+        whole = (0.0, max(MIN_WHOLE_RUN_MS, nice_ceil(now * 1.02)))
         if self.zoom.value == "whole run" or not self._wakes:
             return whole
         fault_t = [t for t, _, _ in self._faults]
@@ -402,7 +407,7 @@ class TimelineView(ipw.VBox):
         end = nice_ceil(now) if end is None else end
         width = max(end - start, MIN_WINDOW_SHARE * now)
         pad = 0.35 * width
-        hi = min(nice_ceil(now * 1.02), end + pad)
+        hi = min(whole[1], end + pad)
         return max(0.0, hi - width - 2 * pad), hi
 
     def _zoom_changed(self) -> None:

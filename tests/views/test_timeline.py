@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import widgets
 from widgets._common import state_label
-from widgets.timeline import SUBPIXEL
+from widgets.timeline import MIN_WHOLE_RUN_MS, SUBPIXEL
 
 
 def lanes_consistent(lab: widgets.ResumeLab) -> None:
@@ -86,6 +86,26 @@ def test_a_step_that_moves_nothing_by_a_pixel_sends_nothing(report_lab: widgets.
     s.next_button.click()
     assert tl.bokeh.patches_sent > before
     lanes_consistent(report_lab)
+
+
+def test_the_first_nanoseconds_do_not_rescale_the_axis(report_lab: widgets.ResumeLab) -> None:
+    """The run's first steps take a nanosecond each: the whole run is drawn MIN_WHOLE_RUN_MS
+    wide until it is longer, so those steps keep the axis (and its ticks) where it is: each of
+    them rescaled it, a redraw of every lane, before."""
+    s, tl = report_lab.stepper, report_lab.timeline
+    s.reset_button.click()
+    r = report_lab.resume  # Reset built the run again
+    assert r.steps == 0
+    seen = []  # (now, the axis's end) after each step of the run's first microsecond
+    while r.now * 1.02 / 1e6 < MIN_WHOLE_RUN_MS:
+        s.step_button.click()
+        seen.append((r.now, tl.lanes_figure.x_range.end))
+        lanes_consistent(report_lab)
+    first = [end for now, end in seen if now * 1.02 / 1e6 < MIN_WHOLE_RUN_MS]
+    assert len(first) >= 4 and r.now > 0, "the run has no nanosecond steps at its start"
+    assert set(first) == {MIN_WHOLE_RUN_MS} and tl.lanes_figure.x_range.start == 0
+    # past it, the window is the run's again: it ends at now (rounded up), not before
+    assert r.now / 1e6 <= tl.lanes_figure.x_range.end <= 1.1 * r.now / 1e6 + 1e-9
 
 
 def test_a_step_that_only_extends_the_current_segments_touches_only_the_overlay(report_lab: widgets.ResumeLab) -> None:
