@@ -61,6 +61,12 @@ _bokeh_loaded = False
 #:   draws makes the browser recompute styles before it can set the canvas font (three times a
 #:   repaint, 0.7-1.7 ms each, in a Chromium trace); these writes now wait until the paint's
 #:   task is done (the same positions, in place before the browser draws the frame).
+#: * "glyph elements placed once": a glyph renderer draws on the canvas; its own element (in
+#:   the plot's underlays) holds nothing, yet BokehJS moved it over the box of its data on every
+#:   paint, a new style sheet text whenever the data or the range moved: a style recalculation
+#:   and a layout of the page in the frame after every Step that changed the timeline (2.6 and
+#:   2.9 ms of the page's main thread per click in a Chromium trace, 0.9 and 1.4 after).  The
+#:   element now keeps the place of the first paint that had a box.
 #: * "hatch image reused": a glyph's hatch pattern image (a canvas) was drawn again, for each of
 #:   its five glyph variants, whenever its data changed; it is kept while the pattern, colour,
 #:   alpha, scale, weight and pixel ratio stay the same.
@@ -138,6 +144,16 @@ BOKEH_PATCHES_JS = r"""
       if (css === null) { return; }
       if (pending.size === 0) { queueMicrotask(flush); }
       pending.set(sheet, css);
+    };
+  });
+  patch("glyph elements placed once", () => {
+    const view = B.require("models/renderers/glyph_renderer").GlyphRendererView.prototype;
+    const place = view.update_position;  // RendererView's ("renderer positions written after the paint")
+    view.update_position = function () {
+      if (this.__labPlaced === true) { return; }
+      const { bbox } = this;
+      if (bbox != null && bbox.is_valid) { this.__labPlaced = true; }
+      return place.call(this);
     };
   });
   patch("hatch image reused", () => {

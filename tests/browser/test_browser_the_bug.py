@@ -309,6 +309,18 @@ async () => {
 """
 
 
+# In the page: the current segments' renderer (the open layer's lanes): its glyph's right edge,
+# whether its element was placed, and the text of its element's position style sheet
+OPEN_LANES_JS = """
+() => {
+  const B = window.Bokeh;
+  const source = B.documents.flatMap((d) => [...d._all_models.values()]).find((m) => m.name === 'timeline-lanes-open');
+  const view = [...B.index.query((v) => v.model != null && v.model.data_source === source && v.glyph != null)][0];
+  return {right: view.model.glyph.right, placed: view.__labPlaced === true, position: view.position.el.textContent};
+}
+"""
+
+
 def expected_overwrite() -> dict:
     """What the model says the stop shows: the first table overwritten under a sleeping CPU,
     on the walk ResumeLab turns to (that CPU's monitored line, if that walk was hit)."""
@@ -429,8 +441,14 @@ def test_one_screen_the_overwrite_under_the_sleeping_cpu(lab_server, small_page,
     want = expected_overwrite()
     page = small_page
     ui, root, trivial = lab_screen(lab_server.url, page, artifacts)
+    before = page.evaluate(OPEN_LANES_JS)
     floor, step_ms = step_vs_trivial(ui, page, root, trivial)
     ui.wait_idle()
+    # "glyph elements placed once": the current segments grew step after step, and their
+    # renderer's (empty) element stayed where its first paint put it
+    after = page.evaluate(OPEN_LANES_JS)
+    assert before["placed"] and after["placed"] and after["right"] != before["right"], (before, after)
+    assert "position: absolute" in after["position"] and after["position"] == before["position"], (before, after)
     root.evaluate("(el) => el.scrollIntoView({block: 'start'})")
     target = root.get_by_role("combobox").first
     assert target.input_value() == TARGET, "the stop is the default target of Step to next"
