@@ -247,8 +247,8 @@ def bench_browser_step_vs_trivial_button_lab_server():
     ms, Step 30 or 45 ms (two animation frames or three), so the ratio is about 1.0 or about 1.5
     by session, and the machine's load decides most of it: 1.2 or under in fourteen of
     fourteen sessions after the kernel's share of a Step was halved (redrawing only what a step
-    changed), eleven of fourteen before it, taking turns with it; in nine of sixteen sessions of
-    a later, busier evening, with the trivial button unchanged at 30 ms (twelve of twenty-four before
+    changed), eleven of fourteen before it, taking turns with it; in seventeen of thirty-one
+    sessions of a later, busier evening, with the trivial button unchanged at 30 ms (twelve of twenty-four before
     the favicon, the variants patch and the lighter timeline and detail pane; 1.26 to 1.61
     before a figure's change went as one message).  docs/architecture.md, "The Step click against a trivial
     button"."""
