@@ -248,8 +248,8 @@ def bench_browser_step_vs_trivial_button_lab_server():
     by session, and the machine's load decides most of it: 1.2 or under in fourteen of
     fourteen sessions after the kernel's share of a Step was halved (redrawing only what a step
     changed), eleven of fourteen before it, taking turns with it; in seventeen of thirty-one
-    sessions of a later, busier evening, with the trivial button unchanged at 30 ms (twelve of twenty-four before
-    the favicon, the variants patch and the lighter timeline and detail pane; 1.26 to 1.61
-    before a figure's change went as one message).  docs/architecture.md, "The Step click against a trivial
-    button"."""
+    sessions of a later, busier evening, with the trivial button unchanged at 30 ms (twelve of
+    twenty-four before the favicon, the variants patch and the lighter timeline and detail
+    pane; 1.26 to 1.61 before a figure's change went as one message).  docs/architecture.md,
+    "The Step click against a trivial button"."""
     return _browser_ratio("browser-step-vs-trivial.json", "the lab's server (TCP_NODELAY)")

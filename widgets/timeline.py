@@ -169,10 +169,10 @@ class TimelineView(ipw.VBox):
         for src, *rends in ((self.phases, r_phase, r_phase_text), (self.wakes, r_wakes),
                             (self.overwrites, r_over), (self.faults, r_faults)):
             self._shown[id(src)] = rends
-        lanes.add_tools(HoverTool(renderers=r_lanes[:1], tooltips=[("cpu", "@cpu"), ("state", "@label"),
-                                                                      ("from", "@start ms"), ("to", "@end ms")]))
-        lanes.add_tools(HoverTool(renderers=r_lanes[1:], tooltips=[("cpu", "@cpu"), ("state", "@label"),
-                                                                      ("from", "@start ms"), ("to", "now, still in it")]))
+        # the ended segments end at their "end"; the current ones (the open layer) at now
+        tips = [("cpu", "@cpu"), ("state", "@label"), ("from", "@start ms")]
+        lanes.add_tools(HoverTool(renderers=r_lanes[:1], tooltips=tips + [("to", "@end ms")]))
+        lanes.add_tools(HoverTool(renderers=r_lanes[1:], tooltips=tips + [("to", "now, still in it")]))
         lanes.add_tools(HoverTool(renderers=[r_wakes, r_faults, r_over], tooltips=[("", "@text")]))
         # the legend is HTML next to the zoom buttons, drawn once: in the canvas, BokehJS measured
         # its twelve labels again on every repaint, i.e. on every Step (widgets._common.legend_html)

@@ -180,18 +180,19 @@ class WalkView(ipw.VBox):
         self._shown = {(self.cpu, self.va, r.level): r.entry for r in rows}
         return rows
 
-    def _inputs(self, resume: Resume) -> tuple[Any, ...]:
-        """Everything the rows are made of besides the model's own static tables (roles, the
-        image's content): the walk itself (its entries), the copy's progress (a frame's
-        status: pending or restored), the phase and whether the copy began (the entry before
-        the copy), the overwrites recorded so far.  Equal inputs, equal rows."""
+    def _inputs(self, resume: Resume) -> tuple[Walk | str, tuple[Any, ...]]:
+        """The walk now (or why there is none: paging off, wait-for-SIPI, reset), and
+        everything the rows are made of besides the model's own static tables (roles, the
+        image's content): that walk (its entries), the copy's progress (a frame's status:
+        pending or restored), the phase and whether the copy began (the entry before the
+        copy), the overwrites recorded so far.  Equal inputs, equal rows."""
         try:
             w: Walk | str = resume.walk(self.cpu, self.va)
-        except ValueError as exc:  # paging off (wait-for-SIPI, reset)
+        except ValueError as exc:
             w = str(exc)
         watch = resume.watching
-        return (resume, self.cpu, self.va, w, resume.runtime.copied, resume.phase,
-                None if watch is None else (watch.copy_started, len(watch.overwrites)))
+        return w, (resume, self.cpu, self.va, w, resume.runtime.copied, resume.phase,
+                   None if watch is None else (watch.copy_started, len(watch.overwrites)))
 
     @guarded("message")
     def update(self, resume: Resume) -> None:
@@ -199,11 +200,10 @@ class WalkView(ipw.VBox):
         costs one walk, not the rows' lookups and HTML (and sends nothing).  The rows a step
         changed are highlighted until the next step, so a redraw follows one that had any."""
         self.resume = resume
-        inputs = self._inputs(resume)
+        walked, inputs = self._inputs(resume)
         if inputs == self._inputs_drawn and not any(r.changed for r in self.rows):
             return
         self._inputs_drawn = inputs
-        walked = inputs[3]
         if isinstance(walked, str):  # paging off: what resume.walk said
             w, rows, info = None, [], walked
         else:
