@@ -435,7 +435,8 @@ def step_vs_trivial(ui, page, root, trivial, phased: bool) -> dict:
     rng = random.Random(RATIO_SEED)
     out: dict[str, list] = {"trivial": [], "step": [], "phase": []}
     clicks = [(trivial.get_by_role("button", name="Trivial").element_handle(), trivial.element_handle(), "trivial"),
-              (ui.button(root, "Step").element_handle(), root.locator(".lab-step-count").first.element_handle(), "step")]
+              (ui.button(root, "Step").element_handle(), root.locator(".lab-step-count").first.element_handle(),
+               "step")]
     for _ in range(RATIO_PAIRS):
         delay = rng.uniform(0, FRAME_MS) if phased else None
         for button, watch, name in clicks:
