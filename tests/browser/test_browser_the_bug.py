@@ -296,13 +296,22 @@ print("TRIVIAL-READY")
 '''
 
 
+# In the page: the data source named `name` and the view of the glyph renderer that draws it.
+_SOURCE_VIEW_JS = """
+  const sourceView = (name) => {
+    const B = window.Bokeh;
+    const source = B.documents.flatMap((d) => [...d._all_models.values()]).find((m) => m.name === name);
+    return [source, [...B.index.query((v) => v.model != null && v.model.data_source === source && v.glyph != null)][0]];
+  };
+"""
+
+
 # In the page: the ended lanes' renderer, the rows of its glyph and of its non-selection variant
 # and the patch's state, before and after a selection of its first row (then cleared).
 VARIANTS_JS = """
 async () => {
-  const B = window.Bokeh;
-  const source = B.documents.flatMap((d) => [...d._all_models.values()]).find((m) => m.name === 'timeline-lanes');
-  const view = [...B.index.query((v) => v.model != null && v.model.data_source === source && v.glyph != null)][0];
+""" + _SOURCE_VIEW_JS + """
+  const [source, view] = sourceView('timeline-lanes');
   const look = () => ({state: view.__labVariants, rows: view.glyph.data_size,
                        // the non-selection variant's own fill alpha (0.2, not inherited from the
                        // glyph): as many values as there were rows when it was last updated
@@ -323,9 +332,8 @@ async () => {
 # whether its element was placed, and the text of its element's position style sheet
 OPEN_LANES_JS = """
 () => {
-  const B = window.Bokeh;
-  const source = B.documents.flatMap((d) => [...d._all_models.values()]).find((m) => m.name === 'timeline-lanes-open');
-  const view = [...B.index.query((v) => v.model != null && v.model.data_source === source && v.glyph != null)][0];
+""" + _SOURCE_VIEW_JS + """
+  const [, view] = sourceView('timeline-lanes-open');
   return {right: view.model.glyph.right, placed: view.__labPlaced === true, position: view.position.el.textContent};
 }
 """
